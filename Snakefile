@@ -1,0 +1,167 @@
+"""The benchmark DAG: dataset -> index -> label splits / pretraining -> finetuning -> leaderboards.
+
+Every job calls `python -m xmbench.cli <rule>`; params carry hashes of exactly the config a job
+depends on, so editing one method's yaml re-runs that method's jobs and nothing else.
+"""
+import json
+import sys
+from pathlib import Path
+
+from xmbench.config import check_config, config_hash, dataset_root, fraction_tag
+from xmbench.errors import BenchError
+from xmbench.methods import load_method
+from xmbench.tasks import load_task
+
+
+configfile: "config/default.yaml"
+
+
+try:
+    CFG = check_config(config, "config (config/default.yaml or --configfile)")
+    METHODS = {m: load_method(m) for m in CFG["methods"]}
+    TASKS = {t: load_task(t) for t in CFG["tasks"]}
+except BenchError as exc:
+    sys.exit(f"error: {exc}")
+
+R = CFG["results_dir"]
+PY = sys.executable
+CLI = f"{PY} -m xmbench.cli"
+FRACTIONS = {fraction_tag(f): f for f in CFG["fractions"]}
+CONFIG_JSON = Path(R) / "config.resolved.json"
+_text = json.dumps(CFG, indent=1, sort_keys=True)
+if not CONFIG_JSON.exists() or CONFIG_JSON.read_text() != _text:
+    CONFIG_JSON.parent.mkdir(parents=True, exist_ok=True)
+    CONFIG_JSON.write_text(_text)  # rewritten only on change: its mtime must not re-trigger jobs
+
+
+def engine_of(task):
+    return TASKS[task].spec["default_engine"]
+
+
+def metrics_files():
+    return [f"{R}/{d}/{t}/{engine_of(t)}/{m}/{tag}/seed{s}/metrics.json"
+            for d in CFG["datasets"] for t in CFG["tasks"] for m in CFG["methods"]
+            for tag in FRACTIONS for s in CFG["seeds"]]
+
+
+def dataset_input(wc):
+    ds = CFG["datasets"][wc.dataset]
+    return [f"{R}/data/{wc.dataset}"] if ds["source"] == "synthetic" else []
+
+
+def pretrain_input(wc):
+    return [f"{R}/{wc.dataset}/pretrain/{wc.method}/pretrain.json"] if METHODS[wc.method].pretrains else []
+
+
+wildcard_constraints:
+    dataset="|".join(CFG["datasets"]),
+    method="[a-z][a-z0-9_]*",
+    task="|".join(CFG["tasks"]),
+    frac="|".join(FRACTIONS),
+    seed=r"\d+",
+
+
+rule all:
+    input:
+        f"{R}/leaderboard.csv",
+
+
+rule generate_dataset:
+    output:
+        directory(f"{R}/data/{{dataset}}"),
+    params:
+        gen=lambda wc: config_hash(CFG["datasets"][wc.dataset].get("generator", {})),
+    benchmark:
+        f"{R}/benchmarks/generate_dataset/{{dataset}}.tsv"
+    shell:
+        f"{CLI} generate --config {CONFIG_JSON} --dataset {{wildcards.dataset}} --out {{output}}"
+
+
+rule build_index:
+    input:
+        dataset_input,
+    output:
+        index=f"{R}/{{dataset}}/index.json",
+        labels=f"{R}/{{dataset}}/labels.json",
+    params:
+        root=lambda wc: dataset_root(CFG, wc.dataset),
+        ds=lambda wc: config_hash([CFG["datasets"][wc.dataset], CFG["model"]["lidar"]["nsweeps"]]),
+    benchmark:
+        f"{R}/benchmarks/build_index/{{dataset}}.tsv"
+    shell:
+        f"{CLI} index --config {CONFIG_JSON} --dataset {{wildcards.dataset}} --root {{params.root}} "
+        "--index {output.index} --labels {output.labels}"
+
+
+rule label_split:
+    input:
+        index=f"{R}/{{dataset}}/index.json",
+    output:
+        f"{R}/{{dataset}}/splits/{{frac}}.txt",
+    params:
+        fraction=lambda wc: FRACTIONS[wc.frac],
+        split=config_hash(CFG["split"]),
+    benchmark:
+        f"{R}/benchmarks/label_split/{{dataset}}_{{frac}}.tsv"
+    shell:
+        f"{CLI} split --config {CONFIG_JSON} --index {{input.index}} --fraction {{params.fraction}} --out {{output}}"
+
+
+rule pretrain:
+    # The index only: labels.json is never an input of pretraining.
+    input:
+        index=f"{R}/{{dataset}}/index.json",
+    output:
+        record=f"{R}/{{dataset}}/pretrain/{{method}}/pretrain.json",
+    params:
+        out_dir=lambda wc: f"{R}/{wc.dataset}/pretrain/{wc.method}",
+        spec=lambda wc: config_hash([METHODS[wc.method].spec, CFG["model"], CFG["pretrain"]]),
+    threads: CFG.get("threads", 1)
+    resources:
+        gpus=lambda wc: METHODS[wc.method].spec["resources"]["gpus"],
+        mem_mb=lambda wc: int(METHODS[wc.method].spec["resources"]["mem_gb"] * 1024),
+        runtime=lambda wc: int(METHODS[wc.method].spec["resources"]["hours"] * 60),
+    benchmark:
+        f"{R}/benchmarks/pretrain/{{dataset}}_{{method}}.tsv"
+    shell:
+        f"{CLI} pretrain --config {CONFIG_JSON} --dataset {{wildcards.dataset}} --method {{wildcards.method}} "
+        "--index {input.index} --out-dir {params.out_dir} --record {output.record}"
+
+
+rule finetune:
+    input:
+        index=f"{R}/{{dataset}}/index.json",
+        labels=f"{R}/{{dataset}}/labels.json",
+        split=f"{R}/{{dataset}}/splits/{{frac}}.txt",
+        pretrain=pretrain_input,
+    output:
+        f"{R}/{{dataset}}/{{task}}/{{engine}}/{{method}}/{{frac}}/seed{{seed}}/metrics.json",
+    params:
+        fraction=lambda wc: FRACTIONS[wc.frac],
+        out_dir=lambda wc, output: str(Path(output[0]).parent),
+        pretrain_arg=lambda wc, input: f"--pretrain {input.pretrain}" if input.pretrain else "",
+        recipe=lambda wc: config_hash(TASKS[wc.task].recipe(CFG["datasets"][wc.dataset]["recipe_profile"],
+                                                            FRACTIONS[wc.frac])),
+    threads: CFG.get("threads", 1)
+    resources:
+        gpus=lambda wc: TASKS[wc.task].spec["resources"][CFG["datasets"][wc.dataset]["recipe_profile"]]["gpus"],
+        mem_mb=lambda wc: int(TASKS[wc.task].spec["resources"][CFG["datasets"][wc.dataset]["recipe_profile"]]["mem_gb"] * 1024),
+        runtime=lambda wc: int(TASKS[wc.task].spec["resources"][CFG["datasets"][wc.dataset]["recipe_profile"]]["hours"] * 60),
+    benchmark:
+        f"{R}/benchmarks/finetune/{{dataset}}_{{task}}_{{engine}}_{{method}}_{{frac}}_seed{{seed}}.tsv"
+    shell:
+        f"{CLI} finetune --config {CONFIG_JSON} --dataset {{wildcards.dataset}} --task {{wildcards.task}} "
+        "--engine {wildcards.engine} --method {wildcards.method} --fraction {params.fraction} "
+        "--seed {wildcards.seed} --index {input.index} --labels {input.labels} --split {input.split} "
+        "{params.pretrain_arg} --out-dir {params.out_dir}"
+
+
+rule leaderboard:
+    input:
+        metrics_files(),
+    output:
+        f"{R}/leaderboard.csv",
+    benchmark:
+        f"{R}/benchmarks/leaderboard/all.tsv"
+    shell:
+        f"{CLI} leaderboard --out-dir {R} --metrics {{input}}"

@@ -1,0 +1,125 @@
+"""Native segmentation engine: encoder + sparse U-Net decoder, nuscenes-devkit's LidarSegEval.
+
+Points beyond the voxel range are clamped onto its border, so every point of every val cloud gets
+a prediction, as the devkit's evaluation requires (it scores all points of every sample).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xmbench.atomic import write_json
+from xmbench.data.frames import FrameDataset, collate
+from xmbench.errors import BenchError
+from xmbench.finetune import FinetuneContext, batch_order, load_backbone_init, make_optimizer, warmup_cosine
+from xmbench.models.build import build_lidar_backbone
+from xmbench.models.unet_decoder import SparseUNetDecoder
+from xmbench.models.voxelize import voxelize
+from xmbench.pretraining.augment import random_view
+
+IGNORE = 0  # the devkit's ignore class in the 16-class lidarseg index
+
+
+class SegmentationModel(nn.Module):
+    def __init__(self, model_cfg: dict, num_classes: int):
+        super().__init__()
+        self.encoder = build_lidar_backbone(model_cfg)
+        self.decoder = SparseUNetDecoder(num_classes)
+
+    def forward(self, points: torch.Tensor, batch_idx: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Per-point logits (N, classes)."""
+        pcr = self.encoder.grid.point_cloud_range
+        lo = torch.tensor(pcr[:3], dtype=points.dtype, device=points.device)
+        hi = torch.tensor(pcr[3:], dtype=points.dtype, device=points.device) - 1e-3
+        pts = points.clone()
+        pts[:, :3] = torch.maximum(torch.minimum(pts[:, :3], hi), lo)
+        vox = voxelize(pts, batch_idx, batch_size, self.encoder.grid)
+        enc = self.encoder(vox.features, vox.coords, batch_size)
+        return self.decoder(enc)[vox.point_to_voxel]
+
+
+def _augment(batch: dict, recipe: dict, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    aug = recipe["augment"]
+    view = random_view(batch["points"], batch["batch_idx"], batch["batch_size"], g,
+                       rotation_deg=aug.get("rotation_deg", 0.0), scale=tuple(aug.get("scale", (1.0, 1.0))),
+                       flip=aug.get("flip", False))
+    return view.points, view.batch_idx, batch["seg_labels"][view.keep]
+
+
+def train(model: SegmentationModel, data: FrameDataset, recipe: dict, seed: int, device, log_path: Path) -> None:
+    optimizer = make_optimizer(recipe, model.parameters())
+    schedule = warmup_cosine(optimizer, recipe)
+    model.train()
+    with open(log_path, "w") as log:
+        for step, idx in enumerate(batch_order(len(data), recipe["batch_size"], recipe["iterations"], seed)):
+            batch = collate([data[i] for i in idx])
+            g = torch.Generator().manual_seed(seed * 1000003 + step)
+            points, bidx, labels = _augment(batch, recipe, g)
+            logits = model(points.to(device), bidx.to(device), batch["batch_size"])
+            labels = labels.to(device)
+            if (labels != IGNORE).sum() == 0:
+                continue
+            loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite segmentation loss at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            log.write(json.dumps({"step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}) + "\n")
+
+
+@torch.no_grad()
+def predict_val(model: SegmentationModel, data: FrameDataset, folder: Path, device) -> None:
+    """One uint8 file per val cloud in the devkit's 16-class index, named <lidar token>_lidarseg.bin."""
+    model.eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(len(data)):
+        item = data[i]
+        n_key = item["n_key_points"]
+        pts = item["points"].to(device)
+        logits = model(pts, torch.zeros(len(pts), dtype=torch.long, device=device), 1)[:n_key]
+        logits[:, IGNORE] = -float("inf")  # the ignore class is never a prediction
+        pred = logits.argmax(1).to(torch.uint8).cpu().numpy()
+        token = data.frames[i]["lidar_token"]
+        pred.tofile(folder / f"{token}_lidarseg.bin")
+
+
+def evaluate(index: dict, results_folder: Path) -> dict:
+    from nuscenes.eval.lidarseg.evaluate import LidarSegEval
+    from nuscenes.nuscenes import NuScenes
+
+    eval_set = index["eval_sets"]["val"]
+    nusc = NuScenes(version=index["version"], dataroot=index["dataroot"], verbose=False)
+    write_json(results_folder / eval_set / "submission.json",
+               {"meta": {"use_camera": False, "use_lidar": True, "use_radar": False, "use_map": False,
+                         "use_external": False}})
+    return LidarSegEval(nusc, str(results_folder), eval_set=eval_set, verbose=False).evaluate()
+
+
+def finetune(ctx: FinetuneContext) -> dict:
+    names = ctx.labels["lidarseg_coarse_names"]
+    if not names:
+        raise BenchError(f"dataset '{ctx.dataset}' has no lidarseg labels; segmentation needs them")
+    torch.manual_seed(ctx.seed)
+    model = SegmentationModel(ctx.model_cfg, len(names)).to(ctx.device)
+    init = load_backbone_init(model.encoder, ctx.init_checkpoint)
+    image_size = tuple(ctx.model_cfg["image"]["size"])
+    train_set = FrameDataset(ctx.index, ctx.train_tokens, image_size, labels=ctx.labels, with_images=False)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    train(model, train_set, ctx.recipe, ctx.seed, ctx.device, ctx.out_dir / "train_log.jsonl")
+    val_tokens = [f["token"] for f in ctx.index["frames"] if f["split"] == "val"]
+    val_set = FrameDataset(ctx.index, val_tokens, image_size, labels=None, with_images=False)
+    results = ctx.out_dir / "eval"
+    predict_val(model, val_set, results / "lidarseg" / ctx.index["eval_sets"]["val"], ctx.device)
+    res = evaluate(ctx.index, results)
+    iou = {k: (None if v is None or np.isnan(v) else float(v)) for k, v in res["iou_per_class"].items()
+           if k != "ignore"}
+    return {"metrics": {"miou": float(res["miou"]), "freq_weighted_iou": float(res["freq_weighted_iou"]),
+                        "iou_per_class": iou},
+            "init": init}

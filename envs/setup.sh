@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Creates .venv (Python 3.11) with the pinned main environment and xmbench installed in it.
+# Idempotent: a second run only checks that everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3; do command -v "$cand" >/dev/null && { PY="$cand"; break; }; done
+fi
+"$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+  || { echo "error: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=".venv/.requirements.sha256"
+want="$(cat envs/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install --disable-pip-version-check -q -r envs/requirements.txt
+  .venv/bin/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+  .venv/bin/pip check
+  echo "$want" > "$stamp"
+fi

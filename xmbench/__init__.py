@@ -1,0 +1,7 @@
+"""xmbench: the library the Snakemake rules call (data, models, pretraining loop, splits, results)."""
+import warnings
+
+# spconv 2.3 decorates its autograd functions with torch.cuda.amp APIs that torch 2.x deprecates;
+# the warning says nothing about our code and floods every log.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"spconv(\..*)?")
+warnings.filterwarnings("ignore", message=r"is_fx_tracing", category=UserWarning)

@@ -1,0 +1,130 @@
+"""Command line the Snakemake rules call: one subcommand per rule, one clear line per user error."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import BenchError
+
+
+def _cfg(path: str) -> dict:
+    from .config import check_config
+
+    return check_config(json.loads(Path(path).read_text()), path)
+
+
+def cmd_generate(a) -> None:
+    from .data.synthetic import generate_nuscenes
+
+    ds = _cfg(a.config)["datasets"][a.dataset]
+    gen = dict(ds.get("generator", {}))
+    if "image_size" in gen:
+        gen["image_size"] = tuple(gen["image_size"])
+    generate_nuscenes(Path(a.out), **gen)
+
+
+def cmd_index(a) -> None:
+    from .data.nuscenes_index import build_index, write_index
+
+    cfg = _cfg(a.config)
+    ds = cfg["datasets"][a.dataset]
+    index, labels = build_index(a.root, ds["version"], {"train": ds["train_split"], "val": ds["val_split"]},
+                                cfg["model"]["lidar"]["nsweeps"], a.dataset)
+    write_index(index, labels, Path(a.index), Path(a.labels))
+
+
+def cmd_split(a) -> None:
+    from .data.frames import load_json
+    from .splits import select, write_split
+
+    cfg = _cfg(a.config)
+    tokens = select(load_json(a.index)["frames"], a.fraction, cfg["split"]["seed"], cfg["split"]["level"])
+    write_split(a.out, tokens)
+
+
+def cmd_pretrain(a) -> None:
+    import torch
+
+    from .atomic import sha256_file, write_json
+    from .methods import load_method
+    from .pretraining.loop import Pretrainer
+
+    cfg = _cfg(a.config)
+    torch.set_num_threads(cfg.get("threads", 1))
+    spec = load_method(a.method)
+    record = {"method": a.method, "dataset": a.dataset, "status": "ok", "reason": None, "checkpoint": None}
+    try:
+        ckpt = Pretrainer(spec, cfg, Path(a.index), Path(a.out_dir), device=a.device).run()
+        record.update(checkpoint=str(ckpt.resolve()), checkpoint_sha256=sha256_file(ckpt))
+    except Exception as exc:  # recorded so every finetuning cell of this method reports why it failed
+        record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+        Path(a.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(a.out_dir) / "traceback.txt").write_text(traceback.format_exc())
+        print(f"pretraining {a.method} failed: {record['reason']}", file=sys.stderr)
+    write_json(a.record, record)
+
+
+def cmd_finetune(a) -> None:
+    from .finetune import run_finetune
+    from .tasks import load_task
+
+    cfg = _cfg(a.config)
+    rec = run_finetune(load_task(a.task), a.engine, cfg, a.dataset, a.method, a.fraction, a.seed,
+                       Path(a.index), Path(a.labels), Path(a.split), Path(a.pretrain) if a.pretrain else None,
+                       Path(a.out_dir), device=a.device)
+    if rec["status"] != "ok":
+        print(f"finetuning failed: {rec['reason']}", file=sys.stderr)
+
+
+def cmd_leaderboard(a) -> None:
+    from .results import build_results
+
+    build_results([Path(p) for p in a.metrics], Path(a.out_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="xmbench")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("generate"); s.add_argument("--config"); s.add_argument("--dataset"); s.add_argument("--out")
+    s.set_defaults(fn=cmd_generate)
+    s = sub.add_parser("index")
+    for opt in ("--config", "--dataset", "--root", "--index", "--labels"):
+        s.add_argument(opt, required=True)
+    s.set_defaults(fn=cmd_index)
+    s = sub.add_parser("split")
+    for opt in ("--config", "--index", "--out"):
+        s.add_argument(opt, required=True)
+    s.add_argument("--fraction", type=float, required=True)
+    s.set_defaults(fn=cmd_split)
+    s = sub.add_parser("pretrain")
+    for opt in ("--config", "--dataset", "--method", "--index", "--out-dir", "--record"):
+        s.add_argument(opt, required=True)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(fn=cmd_pretrain)
+    s = sub.add_parser("finetune")
+    for opt in ("--config", "--dataset", "--task", "--method", "--index", "--labels", "--split", "--out-dir"):
+        s.add_argument(opt, required=True)
+    s.add_argument("--fraction", type=float, required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--pretrain", default=None)
+    s.add_argument("--engine", default=None)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(fn=cmd_finetune)
+    s = sub.add_parser("leaderboard")
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--metrics", nargs="*", default=[])
+    s.set_defaults(fn=cmd_leaderboard)
+    args = p.parse_args(argv)
+    try:
+        args.fn(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

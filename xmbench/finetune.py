@@ -1,0 +1,139 @@
+"""What every finetuning engine shares: the context it gets, init loading, optimiser, batches,
+and the wrapper that turns any outcome, including a crash, into a metrics.json."""
+from __future__ import annotations
+
+import math
+import resource
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .atomic import sha256_file, write_json
+from .config import config_hash
+from .data.frames import load_json
+from .errors import BenchError
+from .provenance import provenance
+from .splits import read_split
+from .tasks import TaskSpec, recipe_hash
+
+
+@dataclass
+class FinetuneContext:
+    dataset: str
+    task: str
+    method: str
+    fraction: float
+    seed: int
+    recipe: dict
+    model_cfg: dict
+    index: dict
+    labels: dict
+    train_tokens: list[str]
+    init_checkpoint: Path | None
+    out_dir: Path
+    device: torch.device
+    threads: int = 1
+
+
+def load_backbone_init(encoder: torch.nn.Module, checkpoint: Path | None) -> dict:
+    """Load ``backbone_3d.*`` the way OpenPCDet's --pretrained_model does (same name and shape).
+
+    A pretrained run that loads nothing would silently train from scratch, so it fails instead.
+    """
+    total = len(encoder.state_dict())
+    if checkpoint is None:
+        return {"loaded": 0, "total": total}
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if "model_state" not in state:
+        raise BenchError(f"{checkpoint}: not a pretrained checkpoint (no 'model_state')")
+    own = encoder.state_dict()
+    matched = {k[len("backbone_3d."):]: v for k, v in state["model_state"].items()
+               if k.startswith("backbone_3d.") and k[len("backbone_3d."):] in own
+               and own[k[len("backbone_3d."):]].shape == v.shape}
+    if len(matched) != total:
+        raise BenchError(f"{checkpoint}: loaded {len(matched)}/{total} backbone_3d tensors; "
+                         "the checkpoint was pretrained with another model.lidar config")
+    encoder.load_state_dict(matched)
+    return {"loaded": len(matched), "total": total}
+
+
+def make_optimizer(recipe: dict, params) -> torch.optim.Optimizer:
+    opt = recipe["optimizer"]
+    if opt["name"] == "adamw":
+        return torch.optim.AdamW(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+    if opt["name"] == "adam":
+        return torch.optim.Adam(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+    return torch.optim.SGD(params, lr=opt["lr"], weight_decay=opt["weight_decay"], momentum=0.9)
+
+
+def warmup_cosine(optimizer, recipe: dict):
+    total = recipe["iterations"]
+    warm = max(1, int(recipe.get("warmup_fraction", 0.0) * total))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def batch_order(n_items: int, batch_size: int, iterations: int, seed: int) -> list[list[int]]:
+    """Epoch-wise reshuffled batches, deterministic from the seed; small subsets are cycled."""
+    g = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    while len(order) < iterations * batch_size:
+        order += torch.randperm(n_items, generator=g).tolist()
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(iterations)]
+
+
+def _peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, method: str, fraction: float,
+                 seed: int, index_path: Path, labels_path: Path, split_path: Path, pretrain_record: Path | None,
+                 out_dir: Path, device: str = "cpu") -> dict:
+    """Run one cell of the grid and always leave a metrics.json (status ok or failed with the reason)."""
+    out_dir = Path(out_dir)
+    t0 = time.time()
+    recipe = task.recipe(cfg["datasets"][dataset]["recipe_profile"], fraction)
+    engine_name = engine or task.spec["default_engine"]
+    record = {"status": "ok", "reason": None, "dataset": dataset, "task": task.name, "engine": engine_name,
+              "method": method, "fraction": fraction, "seed": seed,
+              "primary_metric": {**{k: task.spec["primary_metric"][k] for k in ("name", "unit")}, "value": None},
+              "metrics": {}, "recipe": recipe, "recipe_hash": recipe_hash(recipe)}
+    prov = {"config_hash": config_hash({"model": cfg["model"], "dataset": cfg["datasets"][dataset]}),
+            "split_sha256": None, "checkpoint_sha256": None}
+    try:
+        tokens, prov["split_sha256"] = read_split(split_path)
+        checkpoint = None
+        if pretrain_record is not None:
+            pre = load_json(pretrain_record)
+            if pre["status"] != "ok":
+                raise BenchError(f"pretraining of '{method}' failed: {pre['reason']}")
+            checkpoint = Path(pre["checkpoint"])
+            prov["checkpoint_sha256"] = sha256_file(checkpoint)
+        torch.set_num_threads(cfg.get("threads", 1))
+        _, module = task.engine(engine_name)
+        ctx = FinetuneContext(dataset, task.name, method, fraction, seed, recipe, cfg["model"],
+                              load_json(index_path), load_json(labels_path), tokens, checkpoint, out_dir,
+                              torch.device(device), cfg.get("threads", 1))
+        result = module.finetune(ctx)
+        record["metrics"] = result["metrics"]
+        record["init"] = result.get("init")
+        key, scale = task.spec["primary_metric"]["key"], task.spec["primary_metric"]["scale"]
+        record["primary_metric"]["value"] = result["metrics"][key] * scale
+    except Exception as exc:  # a crash of one cell must not hide the other cells' results
+        record["status"] = "failed"
+        record["reason"] = f"{type(exc).__name__}: {exc}"
+        (out_dir).mkdir(parents=True, exist_ok=True)
+        (out_dir / "traceback.txt").write_text(traceback.format_exc())
+    wall = time.time() - t0
+    record["cost"] = {"wall_seconds": wall, "peak_memory_mb": _peak_memory_mb(),
+                      "gpu_hours": wall / 3600 if torch.device(device).type == "cuda" else 0.0}
+    record["provenance"] = {**prov, **provenance()}
+    write_json(out_dir / "metrics.json", record)
+    return record

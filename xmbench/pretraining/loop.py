@@ -1,0 +1,183 @@
+"""The harness-owned pretraining loop: one implementation for every method.
+
+The method only turns a batch into named loss terms. Everything that must be identical across
+methods (data, backbones, optimiser plumbing, schedule, checkpoints, resume, logging) lives here.
+Determinism: the data order of epoch e and the augmentation draws of step s come from generators
+seeded by (seed, e) and (seed, e, s), so a run resumed from epoch e's checkpoint takes exactly the
+path the uninterrupted run took.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..atomic import atomic_path, sha256_file, write_text
+from ..config import config_hash
+from ..data.frames import FrameDataset, collate, load_json
+from ..errors import BenchError
+from ..methods import MethodSpec
+from ..models.build import build_image_backbone, build_lidar_backbone
+from ..provenance import provenance
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or infinite: the run stops, naming the step and the term."""
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    epochs: int
+    batch_size: int
+    max_steps_per_epoch: int | None
+    seed: int = 0
+
+
+def settings_for(spec: MethodSpec, cfg: dict) -> PretrainSettings:
+    """The method's own schedule unless the config overrides it for every method alike."""
+    over = cfg.get("pretrain", {})
+    return PretrainSettings(
+        epochs=over.get("epochs") or spec.value("schedule", "epochs"),
+        batch_size=over.get("batch_size") or spec.value("schedule", "batch_size"),
+        max_steps_per_epoch=over.get("max_steps_per_epoch"))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(spec: MethodSpec, params) -> torch.optim.Optimizer:
+    opt = spec.spec["optimizer"]
+    lr = opt["lr"]["value"]
+    wd = opt.get("weight_decay", {}).get("value", 0.0)
+    if opt["name"] == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if opt["name"] == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=opt.get("momentum", {}).get("value", 0.9))
+
+
+def make_schedule(spec: MethodSpec, optimizer, total_steps: int):
+    if spec.spec["schedule"]["name"] == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(1, total_steps))))
+
+
+def _check_finite(terms: dict, epoch: int, step: int) -> None:
+    for name, value in terms.items():
+        if not torch.isfinite(value).all():
+            raise NonFiniteLoss(f"non-finite loss at epoch {epoch} step {step}: term '{name}' = {value.item()}")
+
+
+def _trim_log(log_path: Path, start_epoch: int) -> None:
+    """Drop log lines of an epoch that was interrupted: they are re-run after the resume."""
+    if not log_path.exists():
+        return
+    keep = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["epoch"] < start_epoch]
+    write_text(log_path, "".join(ln + "\n" for ln in keep))
+
+
+class Pretrainer:
+    def __init__(self, spec: MethodSpec, cfg: dict, index_path: Path, out_dir: Path,
+                 device: str = "cpu"):
+        self.spec, self.cfg, self.out_dir = spec, cfg, Path(out_dir)
+        self.device = torch.device(device)
+        self.settings = settings_for(spec, cfg)
+        self.index_path = Path(index_path)
+        index = load_json(index_path)
+        tokens = [f["token"] for f in index["frames"] if f["split"] == "train"]
+        self.dataset = FrameDataset(index, tokens, tuple(cfg["model"]["image"]["size"]), labels=None)
+        seed_everything(self.settings.seed)
+        lidar, image = build_lidar_backbone(cfg["model"]), build_image_backbone(cfg["model"])
+        self.model = spec.load_class()(lidar, image, spec.hparams(), cfg["model"]).to(self.device)
+        n = len(self.dataset) // self.settings.batch_size
+        if n == 0:
+            raise BenchError(f"{index_path}: {len(self.dataset)} training frames are fewer than one batch "
+                             f"of {self.settings.batch_size}")
+        self.steps_per_epoch = min(n, self.settings.max_steps_per_epoch or n)
+        self.optimizer = make_optimizer(spec, self.model.parameters())
+        self.schedule = make_schedule(spec, self.optimizer, self.steps_per_epoch * self.settings.epochs)
+        self.state_path = self.out_dir / "last.pth"
+        self.log_path = self.out_dir / "loss_log.jsonl"
+
+    def _resume(self) -> int:
+        if not self.state_path.exists():
+            return 0
+        state = torch.load(self.state_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resuming {self.spec.name} from epoch {state['epoch'] + 1} ({self.state_path})", file=sys.stderr)
+        return state["epoch"] + 1
+
+    def _save_state(self, epoch: int) -> None:
+        state = {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "schedule": self.schedule.state_dict(), "torch_rng": torch.get_rng_state()}
+        with atomic_path(self.state_path) as tmp:
+            torch.save(state, tmp)
+
+    def _batches(self, epoch: int):
+        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(
+            self.settings.seed * 100003 + epoch)).tolist()
+        bs = self.settings.batch_size
+        for step in range(self.steps_per_epoch):
+            yield step, collate([self.dataset[i] for i in order[step * bs:(step + 1) * bs]])
+
+    def run(self) -> Path:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        start = self._resume()
+        _trim_log(self.log_path, start)
+        self.model.train()
+        t0 = time.time()
+        for epoch in range(start, self.settings.epochs):
+            bar = tqdm(self._batches(epoch), total=self.steps_per_epoch, file=sys.stderr, mininterval=5,
+                       desc=f"{self.spec.name} epoch {epoch + 1}/{self.settings.epochs}")
+            with open(self.log_path, "a") as log:
+                for step, batch in bar:
+                    batch = self._to_device(batch)
+                    batch["generator"] = torch.Generator().manual_seed(
+                        (self.settings.seed * 100003 + epoch) * 100003 + step)
+                    terms = self.model(batch)
+                    _check_finite(terms, epoch, epoch * self.steps_per_epoch + step)
+                    loss = sum(terms.values())
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                    self.schedule.step()
+                    row = {"epoch": epoch, "step": epoch * self.steps_per_epoch + step,
+                           "lr": self.optimizer.param_groups[0]["lr"], "loss": loss.item(),
+                           **{k: v.item() for k, v in terms.items()}}
+                    log.write(json.dumps(row) + "\n")
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+            self._save_state(epoch)
+        return self._write_checkpoint(time.time() - t0)
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _write_checkpoint(self, seconds: float) -> Path:
+        """DESIGN.md's format: backbone_3d.* keys OpenPCDet's --pretrained_model loads as they are."""
+        lidar = {f"backbone_3d.{k}": v.cpu() for k, v in self.model.lidar.state_dict().items()}
+        meta = {"method": self.spec.name, "epochs": self.settings.epochs, "batch_size": self.settings.batch_size,
+                "steps_per_epoch": self.steps_per_epoch, "seed": self.settings.seed,
+                "config_hash": config_hash({"model": self.cfg["model"], "pretrain": self.cfg.get("pretrain")}),
+                "method_hash": config_hash(self.spec.spec), "index_sha256": sha256_file(self.index_path),
+                "train_seconds": seconds, **provenance()}
+        ckpt = {"model_state": lidar, "image_backbone": {k: v.cpu() for k, v in self.model.image.state_dict().items()},
+                "meta": meta}
+        path = self.out_dir / "checkpoint.pth"
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
+        return path

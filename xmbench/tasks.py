@@ -1,0 +1,50 @@
+"""Downstream tasks: a folder under downstream/ with a valid task.yaml and its engines' code."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import REPO, config_hash, load_yaml, validate
+from .errors import BenchError
+
+DOWNSTREAM_DIR = REPO / "downstream"
+SCHEMA = DOWNSTREAM_DIR / "task.schema.yaml"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    folder: Path
+    spec: dict
+
+    def recipe(self, profile: str, fraction: float) -> dict:
+        """The finetuning recipe. Its inputs are the dataset's profile and the fraction: no method."""
+        recipes = self.spec["recipes"]
+        if profile not in recipes:
+            raise BenchError(f"{self.folder / 'task.yaml'}: no recipe '{profile}' (known: {sorted(recipes)}); "
+                             "fix datasets.<name>.recipe_profile in the config")
+        r = dict(recipes[profile])
+        iters = max(r["iterations_min"], round(r["iterations_full"] * fraction ** r["iterations_exponent"]))
+        return {"task": self.name, "profile": profile, "fraction": fraction, "iterations": int(iters), **r}
+
+    def engine(self, name: str | None = None):
+        name = name or self.spec["default_engine"]
+        if name not in self.spec["engines"]:
+            raise BenchError(f"{self.folder / 'task.yaml'}: no engine '{name}' (known: {sorted(self.spec['engines'])})")
+        path = self.folder / self.spec["engines"][name]
+        module_spec = importlib.util.spec_from_file_location(f"xmbench_engine_{self.name}_{name}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return name, module
+
+
+def recipe_hash(recipe: dict) -> str:
+    return config_hash(recipe)
+
+
+def load_task(name: str, downstream_dir: Path = DOWNSTREAM_DIR) -> TaskSpec:
+    path = downstream_dir / name / "task.yaml"
+    spec = load_yaml(path)
+    validate(spec, SCHEMA, path)
+    return TaskSpec(name, path.parent, spec)
