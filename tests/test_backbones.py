@@ -74,3 +74,13 @@ def test_resnet_depths_and_torchvision_names(depth, channels):
     assert [f.shape[1] for f in feats][-1] == channels == net.out_channels[-1]
     assert feats[-1].shape[-2:] == (2, 3)
     assert "layer1.0.conv1.weight" in net.state_dict() and "fc.weight" not in net.state_dict()
+
+
+def test_backbone_inference_on_cpu_with_biased_convs():
+    """spconv's fused-bias inference path has no CPU kernel; eval mode must still run here."""
+    backbone = build_lidar_backbone(_model_cfg([0.5, 0.5, 0.2], [-16, -16, -5, 16, 16, 3])).eval()
+    pts = torch.cat([torch.rand(500, 3) * 20 - 10, torch.rand(500, 2)], dim=1)
+    vox = voxelize(pts, torch.zeros(500, dtype=torch.long), 1, backbone.grid)
+    with torch.no_grad():
+        out = backbone(vox.features, vox.coords, 1)
+    assert torch.isfinite(out["encoded"].features).all()

@@ -5,3 +5,8 @@ import warnings
 # the warning says nothing about our code and floods every log.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"spconv(\..*)?")
 warnings.filterwarnings("ignore", message=r"is_fx_tracing", category=UserWarning)
+
+import logging
+
+# torch.fx logs a deprecation notice each time spconv's modules are traced for their signature.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)

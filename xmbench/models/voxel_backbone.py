@@ -17,10 +17,20 @@ from torch import nn
 BN = partial(nn.BatchNorm1d, eps=1e-3, momentum=0.01)
 
 
+class SubMConv3d(spconv.SubMConv3d):
+    """spconv 2's CPU kernels cannot fuse a bias at inference (``bias and act don't support cpu``);
+    on the CPU the bias is added after the convolution, which is spconv's own training path."""
+
+    def forward(self, input, add_input=None):
+        return self._conv_forward(self.training or input.features.is_cpu, input, self.weight, self.bias,
+                                  add_input, name=self.name, sparse_unique_name=self._sparse_unique_name,
+                                  act_type=self.act_type, act_alpha=self.act_alpha, act_beta=self.act_beta)
+
+
 
 def post_act_block(cin, cout, kernel_size, indice_key, stride=1, padding=0, conv_type="subm"):
     if conv_type == "subm":
-        conv = spconv.SubMConv3d(cin, cout, kernel_size, bias=False, indice_key=indice_key,
+        conv = SubMConv3d(cin, cout, kernel_size, bias=False, indice_key=indice_key,
                                  algo=spconv.ConvAlgo.Native)
     elif conv_type == "spconv":
         conv = spconv.SparseConv3d(cin, cout, kernel_size, stride=stride, padding=padding,
@@ -38,11 +48,11 @@ class SparseBasicBlock(spconv.SparseModule):
 
     def __init__(self, planes: int, indice_key: str):
         super().__init__()
-        self.conv1 = spconv.SubMConv3d(planes, planes, 3, padding=1, bias=True, indice_key=indice_key,
+        self.conv1 = SubMConv3d(planes, planes, 3, padding=1, bias=True, indice_key=indice_key,
                                        algo=spconv.ConvAlgo.Native)
         self.bn1 = BN(planes)
         self.relu = nn.ReLU()
-        self.conv2 = spconv.SubMConv3d(planes, planes, 3, padding=1, bias=True, indice_key=indice_key,
+        self.conv2 = SubMConv3d(planes, planes, 3, padding=1, bias=True, indice_key=indice_key,
                                        algo=spconv.ConvAlgo.Native)
         self.bn2 = BN(planes)
 
@@ -91,7 +101,7 @@ class VoxelResBackBone8x(nn.Module):
         self.grid = grid
         self.sparse_shape = grid.sparse_shape
         self.conv_input = spconv.SparseSequential(
-            spconv.SubMConv3d(input_channels, 16, 3, padding=1, bias=False, indice_key="subm1",
+            SubMConv3d(input_channels, 16, 3, padding=1, bias=False, indice_key="subm1",
                               algo=spconv.ConvAlgo.Native),
             BN(16), nn.ReLU())
         self.conv1 = spconv.SparseSequential(SparseBasicBlock(16, "res1"), SparseBasicBlock(16, "res1"))

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 from pyquaternion import Quaternion
+from scipy.spatial import cKDTree
 
 from . import scene_sim as sim
 
@@ -177,8 +178,8 @@ CAMERAS: Tuple[CameraMount, ...] = (
 LIDAR_CHANNEL = 'LIDAR_TOP'
 LIDAR_TRANSLATION = (0.943713, 0.0, 1.84023)
 # The ego body as the LiDAR sees it (a Renault Zoe-sized box, rear axle at the ego origin).
-EGO_BODY_CENTRE = (1.15, 0.0, 0.7)
-EGO_BODY_SIZE = (1.73, 4.08, 1.4)
+EGO_BODY_CENTRE = (1.2, 0.0, 0.5)
+EGO_BODY_SIZE = (1.73, 3.6, 1.0)
 NATIVE_IMAGE_SIZE = (1600, 900)
 
 
@@ -491,15 +492,29 @@ def _scan(ctx: SceneContext, t: float, ego_to_world: np.ndarray, key: tuple) -> 
     return snap, frame
 
 
+def _agent_distances(snap: sim.Snapshot, n_agents: int, world: np.ndarray) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
+    """For each agent box, the indices of nearby points and their signed distances to the box.
+
+    A k-d tree on the points keeps this to the few points around each box.
+    """
+    tree = cKDTree(world)
+    result = {}
+    for m in range(n_agents):
+        radius = float(np.linalg.norm(snap.box_size[m]) / 2 + 0.05)
+        idx = np.asarray(tree.query_ball_point(snap.box_centre[m], radius), dtype=np.int64)
+        idx.sort()
+        sd = sim.box_signed_distance(world[idx], snap.box_centre[m], snap.box_size[m], snap.box_yaw[m])
+        result[m] = (idx, sd)
+    return result
+
+
 def _unambiguous(scene: sim.Scene, snap: sim.Snapshot, scan: sim.LidarScan, world: np.ndarray) -> np.ndarray:
     """Points that are clearly inside their own agent box or clearly outside every agent box."""
     keep = np.ones(len(world), dtype=bool)
-    n_agents = len(scene.agents)
-    for m in range(n_agents):
-        sd = sim.box_signed_distance(world, snap.box_centre[m], snap.box_size[m], snap.box_yaw[m])
-        near = np.abs(sd) < BOX_SURFACE_MARGIN
-        foreign = (sd < 0) & ~((scan.kind == sim.Surface.AGENT) & (scan.obj_id == snap.box_id[m]))
-        keep &= ~(near | foreign)
+    for m, (idx, sd) in _agent_distances(snap, len(scene.agents), world).items():
+        own = (scan.kind[idx] == sim.Surface.AGENT) & (scan.obj_id[idx] == snap.box_id[m])
+        bad = (np.abs(sd) < BOX_SURFACE_MARGIN) | ((sd < 0) & ~own)
+        keep[idx[bad]] = False
     return keep
 
 
@@ -600,10 +615,9 @@ def _annotate(ctx: SceneContext, k: int, t: float, sample_token: str, snap: sim.
     scene = ctx.scene
     ego_xy = ego_to_world[:2, 3]
     chosen, counts = [], []
-    for m, agent in enumerate(scene.agents):
+    for m, (_, sd) in _agent_distances(snap, len(scene.agents), frame.world).items():
         if np.linalg.norm(snap.box_centre[m, :2] - ego_xy) > ANNOTATION_RANGE:
             continue
-        sd = sim.box_signed_distance(frame.world, snap.box_centre[m], snap.box_size[m], snap.box_yaw[m])
         n = int(np.count_nonzero(sd < 0))
         if n > 0:
             chosen.append(m)

@@ -16,7 +16,7 @@ on the ground (like nuScenes' rear-axle frame). Camera frames are x right, y dow
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -379,66 +379,90 @@ def _safe_inverse(v: np.ndarray) -> np.ndarray:
     return 1.0 / v
 
 
-def _cast_boxes(o, d, snap: Snapshot, max_range: float, best: RayHits) -> None:
-    """Slab test of every ray against every oriented box; keeps the nearest entry per ray."""
+def _candidates(o: np.ndarray, d: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """(M, N) mask of rays that pass within an object's bounding sphere (in front of the origin).
+
+    Computed for all objects at once with matrix products, so the exact (costlier) intersection
+    tests only run on the few rays that can hit each object.
+    """
+    if len(centres) == 0:
+        return np.zeros((0, len(d)), dtype=bool)
+    t_c = centres @ d.T - np.sum(o * d, axis=1)[None]  # (M, N) ray parameter of the closest approach
+    dist2 = (np.sum(centres ** 2, axis=1)[:, None] - 2 * centres @ o.T + np.sum(o ** 2, axis=1)[None]) - t_c ** 2
+    return (dist2 <= (radii ** 2)[:, None] + 1e-9) & (t_c > -radii[:, None])
+
+
+def _cast_boxes(o, d, snap: Snapshot, best: RayHits) -> None:
+    """Slab test of rays against oriented boxes; keeps the nearest entry per ray."""
+    cand = _candidates(o, d, snap.box_centre, np.linalg.norm(snap.box_size, axis=1) / 2)
     for m in range(len(snap.box_id)):
-        c = snap.box_centre[m]
-        half = snap.box_size[m] / 2.0
-        reach = np.linalg.norm(half)
-        if np.min(np.linalg.norm(o - c, axis=1)) - reach > max_range:
+        idx = np.flatnonzero(cand[m])
+        if len(idx) == 0:
             continue
         cy, sy = np.cos(snap.box_yaw[m]), np.sin(snap.box_yaw[m])
-        rel = o - c
+        rel = o[idx] - snap.box_centre[m]
+        dd = d[idx]
         # Box axes: x along the length (yaw), y along the width, z up; sizes are (w, l, h).
         lo = np.stack([rel[:, 0] * cy + rel[:, 1] * sy, -rel[:, 0] * sy + rel[:, 1] * cy, rel[:, 2]], 1)
-        ld = np.stack([d[:, 0] * cy + d[:, 1] * sy, -d[:, 0] * sy + d[:, 1] * cy, d[:, 2]], 1)
-        ext = np.array([half[1], half[0], half[2]])
+        ld = np.stack([dd[:, 0] * cy + dd[:, 1] * sy, -dd[:, 0] * sy + dd[:, 1] * cy, dd[:, 2]], 1)
+        w, l, h = snap.box_size[m] / 2.0
+        ext = np.array([l, w, h])
         inv = _safe_inverse(ld)
         t1 = (-ext - lo) * inv
         t2 = (ext - lo) * inv
         t_in = np.max(np.minimum(t1, t2), axis=1)
         t_out = np.min(np.maximum(t1, t2), axis=1)
-        closer = (t_in > 0) & (t_out > t_in) & (t_in < best.range)
-        best.range[closer] = t_in[closer]
-        best.exit_range[closer] = t_out[closer]
-        best.kind[closer] = snap.box_kind[m]
-        best.obj_id[closer] = snap.box_id[m]
+        closer = (t_in > 0) & (t_out > t_in) & (t_in < best.range[idx])
+        sel = idx[closer]
+        best.range[sel] = t_in[closer]
+        best.exit_range[sel] = t_out[closer]
+        best.kind[sel] = snap.box_kind[m]
+        best.obj_id[sel] = snap.box_id[m]
 
 
 def _cast_cylinders(o, d, snap: Snapshot, best: RayHits) -> None:
     """Side walls of vertical cylinders z in [0, height] (caps are never seen from a car)."""
+    centres = np.concatenate([snap.cyl_xy, snap.cyl_height[:, None] / 2], axis=1)
+    cand = _candidates(o, d, centres, np.hypot(snap.cyl_radius, snap.cyl_height / 2))
     for k in range(len(snap.cyl_id)):
-        rel = o[:, :2] - snap.cyl_xy[k]
-        a = d[:, 0] ** 2 + d[:, 1] ** 2
-        b = 2.0 * np.sum(rel * d[:, :2], axis=1)
+        idx = np.flatnonzero(cand[k])
+        if len(idx) == 0:
+            continue
+        oo, dd = o[idx], d[idx]
+        rel = oo[:, :2] - snap.cyl_xy[k]
+        a = dd[:, 0] ** 2 + dd[:, 1] ** 2
+        b = 2.0 * np.sum(rel * dd[:, :2], axis=1)
         c = np.sum(rel ** 2, axis=1) - snap.cyl_radius[k] ** 2
         disc = b * b - 4 * a * c
         ok = (disc >= 0) & (a > 1e-12)
-        t = np.full(len(o), np.inf)
+        t = np.full(len(idx), np.inf)
         t[ok] = (-b[ok] - np.sqrt(disc[ok])) / (2 * a[ok])
-        z = o[:, 2] + t * d[:, 2]
-        closer = ok & (t > 0) & (z >= 0) & (z <= snap.cyl_height[k]) & (t < best.range)
-        _take(best, closer, t, snap.cyl_kind[k], snap.cyl_id[k])
+        z = oo[:, 2] + t * dd[:, 2]
+        closer = ok & (t > 0) & (z >= 0) & (z <= snap.cyl_height[k]) & (t < best.range[idx])
+        _take(best, idx[closer], t[closer], snap.cyl_kind[k], snap.cyl_id[k])
 
 
 def _cast_spheres(o, d, snap: Snapshot, best: RayHits) -> None:
+    cand = _candidates(o, d, snap.sph_centre, snap.sph_radius)
     for j in range(len(snap.sph_id)):
-        rel = o - snap.sph_centre[j]
-        b = np.sum(rel * d, axis=1)
+        idx = np.flatnonzero(cand[j])
+        if len(idx) == 0:
+            continue
+        rel = o[idx] - snap.sph_centre[j]
+        b = np.sum(rel * d[idx], axis=1)
         c = np.sum(rel ** 2, axis=1) - snap.sph_radius[j] ** 2
-        disc = b * b - c
-        ok = disc >= 0
-        t = np.full(len(o), np.inf)
-        t[ok] = -b[ok] - np.sqrt(disc[ok])
-        closer = ok & (t > 0) & (t < best.range)
-        _take(best, closer, t, Surface.TREE, snap.sph_id[j])
+        disc = np.maximum(b * b - c, 0.0)
+        t = -b - np.sqrt(disc)
+        closer = (t > 0) & (t < best.range[idx])
+        _take(best, idx[closer], t[closer], Surface.TREE, snap.sph_id[j])
 
 
-def _take(best: RayHits, mask, t, kind, obj_id) -> None:
-    best.range[mask] = t[mask]
-    best.exit_range[mask] = np.nan
-    best.kind[mask] = kind
-    best.obj_id[mask] = obj_id
+def _take(best: RayHits, idx, t, kind, obj_id) -> None:
+    """Record hits t of the rays idx (indices or a mask) on a non-box surface."""
+    best.range[idx] = t
+    best.exit_range[idx] = np.nan
+    best.kind[idx] = kind
+    best.obj_id[idx] = obj_id
 
 
 def cast_rays(snap: Snapshot, origins: np.ndarray, directions: np.ndarray, max_range: float = 60.0) -> RayHits:
@@ -455,8 +479,8 @@ def cast_rays(snap: Snapshot, origins: np.ndarray, directions: np.ndarray, max_r
     with np.errstate(divide='ignore', invalid='ignore'):
         t_ground = np.where(d[:, 2] < -1e-9, -o[:, 2] / d[:, 2], np.inf)
     ground = (t_ground > 0) & np.isfinite(t_ground)
-    _take(best, ground, t_ground, Surface.GROUND, NO_ID)
-    _cast_boxes(o, d, snap, max_range, best)
+    _take(best, ground, t_ground[ground], Surface.GROUND, NO_ID)
+    _cast_boxes(o, d, snap, best)
     _cast_cylinders(o, d, snap, best)
     _cast_spheres(o, d, snap, best)
     miss = best.range > max_range
@@ -735,8 +759,8 @@ def _sky_and_terrain(camera: PinholeCamera) -> Image.Image:
     frac = np.clip(rows / max(horizon, 1.0), 0.0, 1.0)[:, None]
     colours = SKY_TOP[None] * (1 - frac) + SKY_HORIZON[None] * frac
     colours[rows > horizon] = TERRAIN_COLOUR
-    img = np.broadcast_to(colours.astype(np.uint8)[:, None, :], (camera.height, camera.width, 3))
-    return Image.fromarray(np.ascontiguousarray(img), 'RGB')
+    column = Image.fromarray(np.ascontiguousarray(colours.astype(np.uint8)[:, None, :]))
+    return column.resize((camera.width, camera.height), Image.NEAREST)
 
 
 def _draw_polygon(draw: ImageDraw.ImageDraw, camera: PinholeCamera, poly_cam: np.ndarray, colour) -> None:
@@ -857,6 +881,8 @@ def generate_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()
     for side in (-1.0, 1.0):
         _kerb_strip(rng, agents, new_id, road, side, ego_side, s_lo, s_hi)
         _sidewalk(rng, agents, new_id, road, side, s_lo, s_hi)
+    # Agents take the first ids, so an agent's id is its index (hit ids index scene.agents).
+    assert all(a.id == i for i, a in enumerate(agents))
     buildings, poles, trees = [], [], []
     for side in (-1.0, 1.0):
         setback = float(rng.uniform(2.0, 6.0))
@@ -969,5 +995,9 @@ def describe(scene: Scene) -> str:
     for a in scene.agents:
         counts[a.cls] = counts.get(a.cls, 0) + 1
     shape = 'straight road' if scene.road.straight else 'curved road'
-    parts = [f'{n} {c.replace("_", " ")}{"s" if n > 1 else ""}' for c, n in sorted(counts.items())]
+    def label(name: str, n: int) -> str:
+        name = name.replace('_', ' ')
+        return f'{n} {name}' if n == 1 else f'{n} {name}{"es" if name.endswith("s") else "s"}'
+
+    parts = [label(c, n) for c, n in sorted(counts.items())]
     return f'Synthetic {shape}, ego {scene.ego.speed:.1f} m/s, ' + ', '.join(parts)
