@@ -31,6 +31,7 @@ def _write(tmp_path, spec):
 @pytest.mark.parametrize("mutate,field", [
     (lambda s: s["hparams"]["temperature"].pop("source"), "hparams.temperature"),
     (lambda s: s["optimizer"].update(name="lbfgs"), "optimizer.name"),
+    (lambda s: s.pop("optimizer"), "<top level>"),
     (lambda s: s["resources"].pop("gpus"), "resources"),
     (lambda s: s.update(colour="blue"), "<top level>"),
 ])

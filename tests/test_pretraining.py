@@ -65,7 +65,7 @@ def test_checkpoint_format_and_loss_log(tiny_index, test_config, tmp_path):
     assert ckpt["meta"]["packages"]["torch"].startswith("2.13")
     rows = [json.loads(line) for line in (tmp_path / "loss_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
-    assert all({"imid", "cmid", "loss", "lr"} <= set(r) for r in rows)
+    assert all({"imid", "cmid", "loss", "lr_all"} <= set(r) for r in rows)
 
 
 def test_killed_pretraining_resumes_bit_identical(tiny_index, test_config, tmp_path):

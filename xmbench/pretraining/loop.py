@@ -56,22 +56,46 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(spec: MethodSpec, params) -> torch.optim.Optimizer:
-    opt = spec.spec["optimizer"]
+def _optimizer(opt: dict, params) -> torch.optim.Optimizer:
     lr = opt["lr"]["value"]
     wd = opt.get("weight_decay", {}).get("value", 0.0)
     if opt["name"] == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, **_betas(opt))
     if opt["name"] == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **_betas(opt))
     return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=opt.get("momentum", {}).get("value", 0.9))
 
 
-def make_schedule(spec: MethodSpec, optimizer, total_steps: int):
-    if spec.spec["schedule"]["name"] == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(1, total_steps))))
+def _betas(opt: dict) -> dict:
+    return {"betas": tuple(opt["betas"]["value"])} if "betas" in opt else {}
+
+
+def make_optimizers(spec: MethodSpec, model: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer over everything, or one per group the method names (method.yaml `optimizers`)."""
+    if "optimizer" in spec.spec:
+        return {"all": _optimizer(spec.spec["optimizer"], model.parameters())}
+    groups = {k: list(v) for k, v in model.optimizer_groups().items()}
+    wanted = set(spec.spec["optimizers"])
+    if set(groups) != wanted:
+        raise BenchError(f"{spec.folder / 'method.yaml'}: field 'optimizers' names {sorted(wanted)} but "
+                         f"optimizer_groups() of method.py returns {sorted(groups)}")
+    seen = {id(p) for ps in groups.values() for p in ps}
+    missing = [n for n, p in model.named_parameters() if id(p) not in seen and p.requires_grad]
+    if missing:
+        raise BenchError(f"{spec.folder / 'method.py'}: optimizer_groups() leaves parameters out, e.g. {missing[0]}")
+    return {k: _optimizer(spec.spec["optimizers"][k], groups[k]) for k in spec.spec["optimizers"]}
+
+
+def make_schedule(spec: MethodSpec, optimizer, total_steps: int, steps_per_epoch: int):
+    sched = spec.spec["schedule"]
+    if sched["name"] == "constant":
+        factor = lambda s: 1.0  # noqa: E731
+    elif sched["name"] == "exponential":
+        gamma = sched["gamma"]["value"]
+        factor = lambda s: gamma ** (s // steps_per_epoch)  # noqa: E731
+    else:
+        factor = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(1, total_steps)))  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _check_finite(terms: dict, epoch: int, step: int) -> None:
@@ -106,8 +130,9 @@ class Pretrainer:
             raise BenchError(f"{index_path}: {len(self.dataset)} training frames are fewer than one batch "
                              f"of {self.settings.batch_size}")
         self.steps_per_epoch = min(n, self.settings.max_steps_per_epoch or n)
-        self.optimizer = make_optimizer(spec, self.model.parameters())
-        self.schedule = make_schedule(spec, self.optimizer, self.steps_per_epoch * self.settings.epochs)
+        self.optimizers = make_optimizers(spec, self.model)
+        total = self.steps_per_epoch * self.settings.epochs
+        self.schedules = {k: make_schedule(spec, o, total, self.steps_per_epoch) for k, o in self.optimizers.items()}
         self.state_path = self.out_dir / "last.pth"
         self.log_path = self.out_dir / "loss_log.jsonl"
 
@@ -116,15 +141,18 @@ class Pretrainer:
             return 0
         state = torch.load(self.state_path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
+        for k in self.optimizers:
+            self.optimizers[k].load_state_dict(state["optimizers"][k])
+            self.schedules[k].load_state_dict(state["schedules"][k])
         torch.set_rng_state(state["torch_rng"])
         print(f"resuming {self.spec.name} from epoch {state['epoch'] + 1} ({self.state_path})", file=sys.stderr)
         return state["epoch"] + 1
 
     def _save_state(self, epoch: int) -> None:
-        state = {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "schedule": self.schedule.state_dict(), "torch_rng": torch.get_rng_state()}
+        state = {"epoch": epoch, "model": self.model.state_dict(),
+                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                 "schedules": {k: s.state_dict() for k, s in self.schedules.items()},
+                 "torch_rng": torch.get_rng_state()}
         with atomic_path(self.state_path) as tmp:
             torch.save(state, tmp)
 
@@ -149,15 +177,19 @@ class Pretrainer:
                     batch = self._to_device(batch)
                     batch["generator"] = torch.Generator().manual_seed(
                         (self.settings.seed * 100003 + epoch) * 100003 + step)
+                    batch["epoch"], batch["step"] = epoch, epoch * self.steps_per_epoch + step
                     terms = self.model(batch)
                     _check_finite(terms, epoch, epoch * self.steps_per_epoch + step)
                     loss = sum(terms.values())
-                    self.optimizer.zero_grad(set_to_none=True)
+                    for opt in self.optimizers.values():
+                        opt.zero_grad(set_to_none=True)
                     loss.backward()
-                    self.optimizer.step()
-                    self.schedule.step()
+                    for opt, sched in zip(self.optimizers.values(), self.schedules.values()):
+                        opt.step()
+                        sched.step()
                     row = {"epoch": epoch, "step": epoch * self.steps_per_epoch + step,
-                           "lr": self.optimizer.param_groups[0]["lr"], "loss": loss.item(),
+                           **{f"lr_{k}": o.param_groups[0]["lr"] for k, o in self.optimizers.items()},
+                           "loss": loss.item(),
                            **{k: v.item() for k, v in terms.items()}}
                     log.write(json.dumps(row) + "\n")
                     bar.set_postfix(loss=f"{row['loss']:.4f}")

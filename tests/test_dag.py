@@ -1,0 +1,88 @@
+"""The whole DAG through Snakemake on the tests' tiny config, and its refusals of bad input."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--configfile", ".test/config.yaml"]
+
+
+def _run(extra, **kw):
+    return subprocess.run(SNAKEMAKE + extra, cwd=REPO, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def dag_results(tmp_path_factory):
+    results = tmp_path_factory.mktemp("dag") / "results"
+    res = _run(["--config", f"results_dir={results}"], timeout=1500)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return results
+
+
+def test_leaderboard_has_a_row_per_cell_with_devkit_miou(dag_results, test_config):
+    board = pd.read_csv(dag_results / "leaderboard.csv")
+    assert len(board) == len(test_config["methods"]) * len(test_config["fractions"]) * len(test_config["seeds"])
+    assert set(board["method"]) == set(test_config["methods"])
+    assert set(board["fraction"]) == set(test_config["fractions"])
+    assert (board["status"] == "ok").all(), board[["method", "fraction", "reason"]]
+    assert board["primary_metric"].eq("mIoU").all()
+    assert board["primary_value"].between(0, 100).all() and board["primary_value"].gt(0).all()
+    for col in ("metrics.iou_per_class.car", "metrics.iou_per_class.driveable_surface", "cost.wall_seconds",
+                "provenance.split_sha256", "provenance.git_commit", "recipe_hash"):
+        assert col in board.columns
+    table = pd.read_csv(dag_results / "leaderboard_synthetic_nuscenes_segmentation.csv")
+    assert set(table["method"]) == set(test_config["methods"])
+    assert {"50%", "100%", "n@50%", "n@100%"} <= set(table.columns)
+    png = dag_results / "plots" / "label_efficiency_synthetic_nuscenes_segmentation.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recipe_and_split_identical_across_methods(dag_results, test_config):
+    runs = [json.loads(p.read_text()) for p in dag_results.glob("synthetic_nuscenes/segmentation/*/*/*/*/metrics.json")]
+    assert len(runs) == 4
+    for frac in test_config["fractions"]:
+        cell = [r for r in runs if r["fraction"] == frac]
+        assert len({r["recipe_hash"] for r in cell}) == 1
+        assert len({json.dumps(r["recipe"], sort_keys=True) for r in cell}) == 1
+        assert len({r["provenance"]["split_sha256"] for r in cell}) == 1
+    pretrained = [r for r in runs if r["method"] == "crosspoint"]
+    assert all(r["provenance"]["checkpoint_sha256"] and r["init"]["loaded"] == r["init"]["total"] for r in pretrained)
+    assert all(r["provenance"]["checkpoint_sha256"] is None for r in runs if r["method"] == "scratch")
+
+
+def test_benchmark_records_per_rule(dag_results):
+    for rule in ("generate_dataset", "build_index", "label_split", "pretrain", "finetune", "leaderboard"):
+        files = list((dag_results / "benchmarks" / rule).glob("*.tsv"))
+        assert files, rule
+        assert "max_rss" in files[0].read_text().splitlines()[0]
+
+
+def test_unknown_method_in_config_stops_at_start(tmp_path):
+    res = _run(["-n", "--config", f"results_dir={tmp_path}/r", "methods=[scratch, nosuchmethod]"], timeout=300)
+    assert res.returncode != 0
+    assert "error: config" in res.stderr and "unknown method 'nosuchmethod'" in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_invalid_method_yaml_stops_at_start_naming_the_field(tmp_path):
+    folder = REPO / "methods" / "zz_invalid_for_test"
+    folder.mkdir()
+    try:
+        spec = yaml.safe_load((REPO / "methods" / "crosspoint" / "method.yaml").read_text())
+        spec["name"] = "zz_invalid_for_test"
+        spec["optimizer"]["lr"] = {"value": 0.1}
+        (folder / "method.yaml").write_text(yaml.safe_dump(spec))
+        res = _run(["-n", "--config", f"results_dir={tmp_path}/r", "methods=[scratch, zz_invalid_for_test]"],
+                   timeout=300)
+    finally:
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
+    assert res.returncode != 0
+    assert "methods/zz_invalid_for_test/method.yaml: field 'optimizer.lr'" in res.stderr
+    assert not (tmp_path / "r").exists()
