@@ -34,6 +34,39 @@ if not CONFIG_JSON.exists() or CONFIG_JSON.read_text() != _text:
     CONFIG_JSON.write_text(_text)  # rewritten only on change: its mtime must not re-trigger jobs
 
 
+CLUSTER = CFG.get("cluster", {})
+if workflow.non_local_exec and not workflow.dryrun and not CLUSTER.get("partition"):
+    sys.exit("error: config field 'cluster.partition' must name the SLURM partition to submit to "
+             "(set it in your config or with --config 'cluster={partition: NAME, account: NAME}')")
+if (workflow.non_local_exec and not workflow.dryrun and not CLUSTER.get("account")
+        and not getattr(workflow.executor_settings, "no_account", False)):
+    sys.exit("error: config field 'cluster.account' must name the SLURM account to charge "
+             "(or pass --slurm-no-account on a cluster without accounts); it is never guessed")
+
+
+def pretrain_resources(method):
+    return CFG["pretrain"].get("resources") or METHODS[method].spec["resources"]
+
+
+def finetune_resources(task, dataset):
+    return TASKS[task].spec["resources"][CFG["datasets"][dataset]["recipe_profile"]]
+
+
+def slurm(res):
+    """Resources the SLURM executor plugin reads; the local executor ignores them."""
+    out = {"cpus_per_task": res["cpus"], "mem_mb": int(res["mem_gb"] * 1024),
+           "runtime": max(1, int(res["hours"] * 60)), "gres": f"gpu:{res['gpus']}" if res["gpus"] else "",
+           "slurm_partition": CLUSTER.get("partition") or ""}
+    if CLUSTER.get("account"):
+        out["slurm_account"] = CLUSTER["account"]
+    return out
+
+
+def launcher(gpus):
+    """torchrun inside the job when it holds several GPUs: the world size is the job's GPU count."""
+    return f"{PY} -m torch.distributed.run --standalone --nproc_per_node={gpus}" if gpus > 1 else PY
+
+
 def engine_of(task):
     return TASKS[task].spec["default_engine"]
 
@@ -116,15 +149,20 @@ rule pretrain:
     params:
         out_dir=lambda wc: f"{R}/{wc.dataset}/pretrain/{wc.method}",
         spec=lambda wc: config_hash([METHODS[wc.method].spec, CFG["model"], CFG["pretrain"]]),
+        launcher=lambda wc: launcher(pretrain_resources(wc.method)["gpus"]),
     threads: CFG.get("threads", 1)
     resources:
-        gpus=lambda wc: METHODS[wc.method].spec["resources"]["gpus"],
-        mem_mb=lambda wc: int(METHODS[wc.method].spec["resources"]["mem_gb"] * 1024),
-        runtime=lambda wc: int(METHODS[wc.method].spec["resources"]["hours"] * 60),
+        cpus_per_task=lambda wc: slurm(pretrain_resources(wc.method))["cpus_per_task"],
+        mem_mb=lambda wc: slurm(pretrain_resources(wc.method))["mem_mb"],
+        runtime=lambda wc: slurm(pretrain_resources(wc.method))["runtime"],
+        gres=lambda wc: slurm(pretrain_resources(wc.method))["gres"],
+        slurm_partition=lambda wc: slurm(pretrain_resources(wc.method))["slurm_partition"],
+        slurm_account=lambda wc: slurm(pretrain_resources(wc.method)).get("slurm_account", ""),
     benchmark:
         f"{R}/benchmarks/pretrain/{{dataset}}_{{method}}.tsv"
     shell:
-        f"{CLI} pretrain --config {CONFIG_JSON} --dataset {{wildcards.dataset}} --method {{wildcards.method}} "
+        "{params.launcher} -m xmbench.cli pretrain "
+        f"--config {CONFIG_JSON} --dataset {{wildcards.dataset}} --method {{wildcards.method}} "
         "--index {input.index} --out-dir {params.out_dir} --record {output.record}"
 
 
@@ -144,9 +182,12 @@ rule finetune:
                                                             FRACTIONS[wc.frac])),
     threads: CFG.get("threads", 1)
     resources:
-        gpus=lambda wc: TASKS[wc.task].spec["resources"][CFG["datasets"][wc.dataset]["recipe_profile"]]["gpus"],
-        mem_mb=lambda wc: int(TASKS[wc.task].spec["resources"][CFG["datasets"][wc.dataset]["recipe_profile"]]["mem_gb"] * 1024),
-        runtime=lambda wc: int(TASKS[wc.task].spec["resources"][CFG["datasets"][wc.dataset]["recipe_profile"]]["hours"] * 60),
+        cpus_per_task=lambda wc: slurm(finetune_resources(wc.task, wc.dataset))["cpus_per_task"],
+        mem_mb=lambda wc: slurm(finetune_resources(wc.task, wc.dataset))["mem_mb"],
+        runtime=lambda wc: slurm(finetune_resources(wc.task, wc.dataset))["runtime"],
+        gres=lambda wc: slurm(finetune_resources(wc.task, wc.dataset))["gres"],
+        slurm_partition=lambda wc: slurm(finetune_resources(wc.task, wc.dataset))["slurm_partition"],
+        slurm_account=lambda wc: slurm(finetune_resources(wc.task, wc.dataset)).get("slurm_account", ""),
     benchmark:
         f"{R}/benchmarks/finetune/{{dataset}}_{{task}}_{{engine}}_{{method}}_{{frac}}_seed{{seed}}.tsv"
     shell:

@@ -16,18 +16,42 @@ def _run(extra, **kw):
     return subprocess.run(SNAKEMAKE + extra, cwd=REPO, capture_output=True, text=True, **kw)
 
 
+METHODS = ["scratch", "crosspoint", "zz_scaffolded", "zz_broken"]
+
+
 @pytest.fixture(scope="module")
 def dag_results(tmp_path_factory):
+    """The DAG with two throwaway method folders: one scaffolded by `new-method` (a working method the
+    DAG must pick up by its folder alone) and one whose method.py raises (its cells must fail alone)."""
     results = tmp_path_factory.mktemp("dag") / "results"
-    res = _run(["--config", f"results_dir={results}"], timeout=1500)
+    made = [REPO / "methods" / m for m in METHODS[2:]]
+    try:
+        for folder in made:
+            subprocess.run([sys.executable, "-m", "xmbench.cli", "new-method", folder.name], cwd=REPO, check=True,
+                           capture_output=True)
+        broken = made[1] / "method.py"
+        broken.write_text(broken.read_text().replace(
+            "        g = batch[\"generator\"]\n",
+            "        raise RuntimeError(\"deliberately broken for the test\")\n"))
+        res = _run(["--keep-going", "--config", f"results_dir={results}", f"methods=[{', '.join(METHODS)}]"],
+                   timeout=1500)
+    finally:
+        for folder in made:
+            for p in folder.iterdir():
+                p.unlink()
+            folder.rmdir()
     assert res.returncode == 0, res.stderr[-4000:]
     return results
 
 
 def test_leaderboard_has_a_row_per_cell_with_devkit_miou(dag_results, test_config):
-    board = pd.read_csv(dag_results / "leaderboard.csv")
-    assert len(board) == len(test_config["methods"]) * len(test_config["fractions"]) * len(test_config["seeds"])
-    assert set(board["method"]) == set(test_config["methods"])
+    full = pd.read_csv(dag_results / "leaderboard.csv")
+    assert len(full) == len(METHODS) * len(test_config["fractions"]) * len(test_config["seeds"])
+    assert set(full["method"]) == set(METHODS)
+    broken = full[full["method"] == "zz_broken"]
+    assert (broken["status"] == "failed").all()
+    assert broken["reason"].str.contains("pretraining of 'zz_broken' failed: RuntimeError: deliberately broken").all()
+    board = full[full["method"] != "zz_broken"]
     assert set(board["fraction"]) == set(test_config["fractions"])
     assert (board["status"] == "ok").all(), board[["method", "fraction", "reason"]]
     assert board["primary_metric"].eq("mIoU").all()
@@ -36,7 +60,7 @@ def test_leaderboard_has_a_row_per_cell_with_devkit_miou(dag_results, test_confi
                 "provenance.split_sha256", "provenance.git_commit", "recipe_hash"):
         assert col in board.columns
     table = pd.read_csv(dag_results / "leaderboard_synthetic_nuscenes_segmentation.csv")
-    assert set(table["method"]) == set(test_config["methods"])
+    assert set(table["method"]) == set(METHODS)
     assert {"50%", "100%", "n@50%", "n@100%"} <= set(table.columns)
     png = dag_results / "plots" / "label_efficiency_synthetic_nuscenes_segmentation.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -44,13 +68,15 @@ def test_leaderboard_has_a_row_per_cell_with_devkit_miou(dag_results, test_confi
 
 def test_recipe_and_split_identical_across_methods(dag_results, test_config):
     runs = [json.loads(p.read_text()) for p in dag_results.glob("synthetic_nuscenes/segmentation/*/*/*/*/metrics.json")]
-    assert len(runs) == 4
+    assert len(runs) == 8
+    runs = [r for r in runs if r["status"] == "ok"]
+    assert len(runs) == 6
     for frac in test_config["fractions"]:
         cell = [r for r in runs if r["fraction"] == frac]
         assert len({r["recipe_hash"] for r in cell}) == 1
         assert len({json.dumps(r["recipe"], sort_keys=True) for r in cell}) == 1
         assert len({r["provenance"]["split_sha256"] for r in cell}) == 1
-    pretrained = [r for r in runs if r["method"] == "crosspoint"]
+    pretrained = [r for r in runs if r["method"] in ("crosspoint", "zz_scaffolded")]
     assert all(r["provenance"]["checkpoint_sha256"] and r["init"]["loaded"] == r["init"]["total"] for r in pretrained)
     assert all(r["provenance"]["checkpoint_sha256"] is None for r in runs if r["method"] == "scratch")
 

@@ -3,11 +3,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
 
 from .errors import BenchError
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def _cfg(path: str) -> dict:
@@ -55,16 +64,20 @@ def cmd_pretrain(a) -> None:
     cfg = _cfg(a.config)
     torch.set_num_threads(cfg.get("threads", 1))
     spec = load_method(a.method)
-    record = {"method": a.method, "dataset": a.dataset, "status": "ok", "reason": None, "checkpoint": None}
+    from .provenance import provenance
+
+    record = {"method": a.method, "dataset": a.dataset, "status": "ok", "reason": None, "checkpoint": None,
+              "provenance": provenance()}
     try:
-        ckpt = Pretrainer(spec, cfg, Path(a.index), Path(a.out_dir), device=a.device).run()
+        ckpt = Pretrainer(spec, cfg, Path(a.index), Path(a.out_dir), device=_device(a.device)).run()
         record.update(checkpoint=str(ckpt.resolve()), checkpoint_sha256=sha256_file(ckpt))
     except Exception as exc:  # recorded so every finetuning cell of this method reports why it failed
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
         Path(a.out_dir).mkdir(parents=True, exist_ok=True)
         (Path(a.out_dir) / "traceback.txt").write_text(traceback.format_exc())
         print(f"pretraining {a.method} failed: {record['reason']}", file=sys.stderr)
-    write_json(a.record, record)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the job
+        write_json(a.record, record)
 
 
 def cmd_finetune(a) -> None:
@@ -74,7 +87,7 @@ def cmd_finetune(a) -> None:
     cfg = _cfg(a.config)
     rec = run_finetune(load_task(a.task), a.engine, cfg, a.dataset, a.method, a.fraction, a.seed,
                        Path(a.index), Path(a.labels), Path(a.split), Path(a.pretrain) if a.pretrain else None,
-                       Path(a.out_dir), device=a.device)
+                       Path(a.out_dir), device=_device(a.device))
     if rec["status"] != "ok":
         print(f"finetuning failed: {rec['reason']}", file=sys.stderr)
 
@@ -83,6 +96,26 @@ def cmd_leaderboard(a) -> None:
     from .results import build_results
 
     build_results([Path(p) for p in a.metrics], Path(a.out_dir))
+
+
+def cmd_new_method(a) -> None:
+    from .methods import METHODS_DIR, load_method
+
+    import re
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", a.name):
+        raise BenchError(f"method name '{a.name}' must match [a-z][a-z0-9_]* (it names the folder and the yaml)")
+    folder = Path(a.methods_dir or METHODS_DIR) / a.name
+    if folder.exists():
+        raise BenchError(f"{folder}: already exists; pick another name or edit it")
+    cls = "".join(part.capitalize() for part in a.name.split("_"))
+    templates = Path(__file__).parent / "templates"
+    tmp = folder.with_name(f".{a.name}.partial")
+    tmp.mkdir(parents=True)
+    for fname in ("method.yaml", "method.py"):
+        (tmp / fname).write_text((templates / f"{fname}.tmpl").read_text().format(name=a.name, cls=cls))
+    tmp.rename(folder)
+    load_method(a.name, folder.parent)
+    print(f"created {folder}/method.yaml and method.py (class {cls}); add '{a.name}' to config.methods")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("pretrain")
     for opt in ("--config", "--dataset", "--method", "--index", "--out-dir", "--record"):
         s.add_argument(opt, required=True)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU")
     s.set_defaults(fn=cmd_pretrain)
     s = sub.add_parser("finetune")
     for opt in ("--config", "--dataset", "--task", "--method", "--index", "--labels", "--split", "--out-dir"):
@@ -111,8 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--pretrain", default=None)
     s.add_argument("--engine", default=None)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU")
     s.set_defaults(fn=cmd_finetune)
+    s = sub.add_parser("new-method", help="scaffold methods/<name>/ with a working method.yaml and method.py")
+    s.add_argument("name")
+    s.add_argument("--methods-dir", default=None)
+    s.set_defaults(fn=cmd_new_method)
     s = sub.add_parser("leaderboard")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--metrics", nargs="*", default=[])

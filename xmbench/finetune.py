@@ -2,8 +2,10 @@
 and the wrapper that turns any outcome, including a crash, into a metrics.json."""
 from __future__ import annotations
 
+import json
 import math
 import resource
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import sha256_file, write_json
+from .atomic import atomic_path, sha256_file, write_json, write_text
 from .config import config_hash
 from .data.frames import load_json
 from .errors import BenchError
@@ -87,6 +89,37 @@ def batch_order(n_items: int, batch_size: int, iterations: int, seed: int) -> li
     while len(order) < iterations * batch_size:
         order += torch.randperm(n_items, generator=g).tolist()
     return [order[i * batch_size:(i + 1) * batch_size] for i in range(iterations)]
+
+
+class TrainState:
+    """Periodic, atomic training checkpoints for finetuning engines, and the resume from them.
+
+    The log is cut back to the checkpointed step on resume, so it never holds a step twice.
+    """
+
+    def __init__(self, path: Path, log_path: Path):
+        self.path, self.log_path = Path(path), Path(log_path)
+
+    def save(self, next_step: int, model, optimizer, schedule) -> None:
+        state = {"next_step": next_step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "schedule": schedule.state_dict()}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def resume(self, model, optimizer, schedule) -> int:
+        if not self.path.exists():
+            self.log_path.unlink(missing_ok=True)
+            return 0
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step = state["next_step"]
+        if self.log_path.exists():
+            rows = [ln for ln in self.log_path.read_text().splitlines() if ln and json.loads(ln)["step"] < step]
+            write_text(self.log_path, "".join(r + "\n" for r in rows))
+        print(f"resuming finetuning from step {step} ({self.path})", file=sys.stderr)
+        return step
 
 
 def _peak_memory_mb() -> float:

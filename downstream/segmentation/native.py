@@ -16,7 +16,8 @@ from torch import nn
 from xmbench.atomic import write_json
 from xmbench.data.frames import FrameDataset, collate
 from xmbench.errors import BenchError
-from xmbench.finetune import FinetuneContext, batch_order, load_backbone_init, make_optimizer, warmup_cosine
+from xmbench.finetune import (FinetuneContext, TrainState, batch_order, load_backbone_init, make_optimizer,
+                              warmup_cosine)
 from xmbench.models.build import build_lidar_backbone
 from xmbench.models.unet_decoder import SparseUNetDecoder
 from xmbench.models.voxelize import voxelize
@@ -51,20 +52,26 @@ def _augment(batch: dict, recipe: dict, g: torch.Generator) -> tuple[torch.Tenso
     return view.points, view.batch_idx, batch["seg_labels"][view.keep]
 
 
-def train(model: SegmentationModel, data: FrameDataset, recipe: dict, seed: int, device, log_path: Path) -> None:
+def train(model: SegmentationModel, data: FrameDataset, recipe: dict, seed: int, device, out_dir: Path) -> None:
+    """Every step's batch and augmentation derive from (seed, step), and the state is saved every
+    `checkpoint_every` steps, so a killed job resumes to the same weights it would have reached."""
     optimizer = make_optimizer(recipe, model.parameters())
     schedule = warmup_cosine(optimizer, recipe)
+    state = TrainState(out_dir / "train_state.pth", out_dir / "train_log.jsonl")
+    start = state.resume(model, optimizer, schedule)
+    every = recipe.get("checkpoint_every", 50)
     model.train()
-    with open(log_path, "w") as log:
+    with open(state.log_path, "a") as log:
         for step, idx in enumerate(batch_order(len(data), recipe["batch_size"], recipe["iterations"], seed)):
+            if step < start:
+                continue
             batch = collate([data[i] for i in idx])
             g = torch.Generator().manual_seed(seed * 1000003 + step)
             points, bidx, labels = _augment(batch, recipe, g)
             logits = model(points.to(device), bidx.to(device), batch["batch_size"])
             labels = labels.to(device)
-            if (labels != IGNORE).sum() == 0:
-                continue
-            loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+            loss = F.cross_entropy(logits, labels, ignore_index=IGNORE) if (labels != IGNORE).any() \
+                else logits.sum() * 0.0
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite segmentation loss at step {step}")
             optimizer.zero_grad(set_to_none=True)
@@ -72,6 +79,9 @@ def train(model: SegmentationModel, data: FrameDataset, recipe: dict, seed: int,
             optimizer.step()
             schedule.step()
             log.write(json.dumps({"step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}) + "\n")
+            if (step + 1) % every == 0 and step + 1 < recipe["iterations"]:
+                log.flush()
+                state.save(step + 1, model, optimizer, schedule)
 
 
 @torch.no_grad()
@@ -112,7 +122,7 @@ def finetune(ctx: FinetuneContext) -> dict:
     image_size = tuple(ctx.model_cfg["image"]["size"])
     train_set = FrameDataset(ctx.index, ctx.train_tokens, image_size, labels=ctx.labels, with_images=False)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    train(model, train_set, ctx.recipe, ctx.seed, ctx.device, ctx.out_dir / "train_log.jsonl")
+    train(model, train_set, ctx.recipe, ctx.seed, ctx.device, ctx.out_dir)
     val_tokens = [f["token"] for f in ctx.index["frames"] if f["split"] == "val"]
     val_set = FrameDataset(ctx.index, val_tokens, image_size, labels=None, with_images=False)
     results = ctx.out_dir / "eval"

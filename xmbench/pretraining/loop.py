@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -112,11 +113,42 @@ def _trim_log(log_path: Path, start_epoch: int) -> None:
     write_text(log_path, "".join(ln + "\n" for ln in keep))
 
 
+@dataclass(frozen=True)
+class Dist:
+    """Where this process sits in a torchrun job; one process on a CPU is rank 0 of 1."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> tuple[Dist, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; the job's GPUs decide the world size."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(), torch.device(device)
+    import torch.distributed as tdist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available() and device != "cpu":
+        torch.cuda.set_device(local)
+        dev, backend = torch.device("cuda", local), "nccl"
+    else:
+        dev, backend = torch.device("cpu"), "gloo"
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend)
+    return Dist(tdist.get_rank(), world, local), dev
+
+
 class Pretrainer:
     def __init__(self, spec: MethodSpec, cfg: dict, index_path: Path, out_dir: Path,
                  device: str = "cpu"):
         self.spec, self.cfg, self.out_dir = spec, cfg, Path(out_dir)
-        self.device = torch.device(device)
+        self.dist, self.device = init_distributed(device)
         self.settings = settings_for(spec, cfg)
         self.index_path = Path(index_path)
         index = load_json(index_path)
@@ -124,13 +156,21 @@ class Pretrainer:
         self.dataset = FrameDataset(index, tokens, tuple(cfg["model"]["image"]["size"]), labels=None)
         seed_everything(self.settings.seed)
         lidar, image = build_lidar_backbone(cfg["model"]), build_image_backbone(cfg["model"])
-        self.model = spec.load_class()(lidar, image, spec.hparams(), cfg["model"]).to(self.device)
+        self.module = spec.load_class()(lidar, image, spec.hparams(), cfg["model"]).to(self.device)
+        self.model = self.module
+        if self.dist.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        if self.settings.batch_size % self.dist.world:
+            raise BenchError(f"batch size {self.settings.batch_size} is not divisible by the {self.dist.world} "
+                             "processes of this job; change the batch size or the job's GPUs")
         n = len(self.dataset) // self.settings.batch_size
         if n == 0:
             raise BenchError(f"{index_path}: {len(self.dataset)} training frames are fewer than one batch "
                              f"of {self.settings.batch_size}")
         self.steps_per_epoch = min(n, self.settings.max_steps_per_epoch or n)
-        self.optimizers = make_optimizers(spec, self.model)
+        self.optimizers = make_optimizers(spec, self.module)
         total = self.steps_per_epoch * self.settings.epochs
         self.schedules = {k: make_schedule(spec, o, total, self.steps_per_epoch) for k, o in self.optimizers.items()}
         self.state_path = self.out_dir / "last.pth"
@@ -140,7 +180,7 @@ class Pretrainer:
         if not self.state_path.exists():
             return 0
         state = torch.load(self.state_path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(state["model"])
+        self.module.load_state_dict(state["model"])
         for k in self.optimizers:
             self.optimizers[k].load_state_dict(state["optimizers"][k])
             self.schedules[k].load_state_dict(state["schedules"][k])
@@ -149,7 +189,9 @@ class Pretrainer:
         return state["epoch"] + 1
 
     def _save_state(self, epoch: int) -> None:
-        state = {"epoch": epoch, "model": self.model.state_dict(),
+        if not self.dist.main:
+            return
+        state = {"epoch": epoch, "model": self.module.state_dict(),
                  "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                  "schedules": {k: s.state_dict() for k, s in self.schedules.items()},
                  "torch_rng": torch.get_rng_state()}
@@ -161,22 +203,25 @@ class Pretrainer:
             self.settings.seed * 100003 + epoch)).tolist()
         bs = self.settings.batch_size
         for step in range(self.steps_per_epoch):
-            yield step, collate([self.dataset[i] for i in order[step * bs:(step + 1) * bs]])
+            mine = order[step * bs:(step + 1) * bs][self.dist.rank::self.dist.world]  # this rank's share
+            yield step, collate([self.dataset[i] for i in mine])
 
     def run(self) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         start = self._resume()
-        _trim_log(self.log_path, start)
+        if self.dist.main:
+            _trim_log(self.log_path, start)
         self.model.train()
         t0 = time.time()
         for epoch in range(start, self.settings.epochs):
             bar = tqdm(self._batches(epoch), total=self.steps_per_epoch, file=sys.stderr, mininterval=5,
-                       desc=f"{self.spec.name} epoch {epoch + 1}/{self.settings.epochs}")
-            with open(self.log_path, "a") as log:
+                       desc=f"{self.spec.name} epoch {epoch + 1}/{self.settings.epochs}",
+                       disable=not self.dist.main)
+            with open(self.log_path if self.dist.main else os.devnull, "a") as log:
                 for step, batch in bar:
                     batch = self._to_device(batch)
                     batch["generator"] = torch.Generator().manual_seed(
-                        (self.settings.seed * 100003 + epoch) * 100003 + step)
+                        ((self.settings.seed * 100003 + epoch) * 100003 + step) * 64 + self.dist.rank)
                     batch["epoch"], batch["step"] = epoch, epoch * self.steps_per_epoch + step
                     terms = self.model(batch)
                     _check_finite(terms, epoch, epoch * self.steps_per_epoch + step)
@@ -194,20 +239,30 @@ class Pretrainer:
                     log.write(json.dumps(row) + "\n")
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
             self._save_state(epoch)
+            self._barrier()
+        if not self.dist.main:
+            return self.out_dir / "checkpoint.pth"
         return self._write_checkpoint(time.time() - t0)
+
+    def _barrier(self) -> None:
+        if self.dist.world > 1:
+            import torch.distributed as tdist
+
+            tdist.barrier()
 
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def _write_checkpoint(self, seconds: float) -> Path:
         """DESIGN.md's format: backbone_3d.* keys OpenPCDet's --pretrained_model loads as they are."""
-        lidar = {f"backbone_3d.{k}": v.cpu() for k, v in self.model.lidar.state_dict().items()}
+        lidar = {f"backbone_3d.{k}": v.cpu() for k, v in self.module.lidar.state_dict().items()}
         meta = {"method": self.spec.name, "epochs": self.settings.epochs, "batch_size": self.settings.batch_size,
                 "steps_per_epoch": self.steps_per_epoch, "seed": self.settings.seed,
+                "world_size": self.dist.world,
                 "config_hash": config_hash({"model": self.cfg["model"], "pretrain": self.cfg.get("pretrain")}),
                 "method_hash": config_hash(self.spec.spec), "index_sha256": sha256_file(self.index_path),
                 "train_seconds": seconds, **provenance()}
-        ckpt = {"model_state": lidar, "image_backbone": {k: v.cpu() for k, v in self.model.image.state_dict().items()},
+        ckpt = {"model_state": lidar, "image_backbone": {k: v.cpu() for k, v in self.module.image.state_dict().items()},
                 "meta": meta}
         path = self.out_dir / "checkpoint.pth"
         with atomic_path(path) as tmp:
