@@ -62,11 +62,6 @@ def slurm(res):
     return out
 
 
-def launcher(gpus):
-    """torchrun inside the job when it holds several GPUs: the world size is the job's GPU count."""
-    return f"{PY} -m torch.distributed.run --standalone --nproc_per_node={gpus}" if gpus > 1 else PY
-
-
 def engine_of(task):
     return TASKS[task].spec["default_engine"]
 
@@ -75,6 +70,11 @@ def metrics_files():
     return [f"{R}/{d}/{t}/{engine_of(t)}/{m}/{tag}/seed{s}/metrics.json"
             for d in CFG["datasets"] for t in CFG["tasks"] for m in CFG["methods"]
             for tag in FRACTIONS for s in CFG["seeds"]]
+
+
+TABLES = [f"{d}_{t}" for d in CFG["datasets"] for t in CFG["tasks"]]
+CAPTIONS = "xmbench/report_captions"
+PLOTS = ["label_efficiency", "gains", "per_class", "gain_vs_cost"]
 
 
 def dataset_input(wc):
@@ -97,6 +97,15 @@ wildcard_constraints:
 rule all:
     input:
         f"{R}/leaderboard.csv",
+
+
+rule gpu_hours:
+    """`snakemake gpu_hours --configfile config/paper.yaml` prints what each stage costs on a cluster."""
+    output:
+        f"{R}/gpu_hours.md",
+    localrule: True
+    shell:
+        f"{CLI} gpu-hours --config {CONFIG_JSON} --out {{output}}"
 
 
 rule generate_dataset:
@@ -149,7 +158,6 @@ rule pretrain:
     params:
         out_dir=lambda wc: f"{R}/{wc.dataset}/pretrain/{wc.method}",
         spec=lambda wc: config_hash([METHODS[wc.method].spec, CFG["model"], CFG["pretrain"]]),
-        launcher=lambda wc: launcher(pretrain_resources(wc.method)["gpus"]),
     threads: CFG.get("threads", 1)
     resources:
         cpus_per_task=lambda wc: slurm(pretrain_resources(wc.method))["cpus_per_task"],
@@ -161,8 +169,7 @@ rule pretrain:
     benchmark:
         f"{R}/benchmarks/pretrain/{{dataset}}_{{method}}.tsv"
     shell:
-        "{params.launcher} -m xmbench.cli pretrain "
-        f"--config {CONFIG_JSON} --dataset {{wildcards.dataset}} --method {{wildcards.method}} "
+        f"{CLI} pretrain --config {CONFIG_JSON} --dataset {{wildcards.dataset}} --method {{wildcards.method}} "
         "--index {input.index} --out-dir {params.out_dir} --record {output.record}"
 
 
@@ -199,10 +206,19 @@ rule finetune:
 
 rule leaderboard:
     input:
-        metrics_files(),
+        metrics=metrics_files(),
+        published="config/published_results.csv",
     output:
-        f"{R}/leaderboard.csv",
+        board=report(f"{R}/leaderboard.csv", caption=f"{CAPTIONS}/leaderboard.rst", category="Leaderboard"),
+        csv=[f"{R}/leaderboard_{n}.csv" for n in TABLES] + [f"{R}/gains_{n}.csv" for n in TABLES],
+        md_tex=[f"{R}/leaderboard_{n}.{e}" for n in TABLES for e in ("md", "tex")],
+        tables=[report(f"{R}/tables/leaderboard_{n}.html", caption=f"{CAPTIONS}/table.rst",
+                       category="Tables", labels={"table": n}) for n in TABLES],
+        plots=[report(f"{R}/plots/{k}_{n}.png", caption=f"{CAPTIONS}/{k}.rst", category="Plots",
+                      subcategory=n, labels={"plot": k.replace("_", " ")}) for n in TABLES for k in PLOTS],
+        report_md=f"{R}/report.md",
     benchmark:
         f"{R}/benchmarks/leaderboard/all.tsv"
     shell:
-        f"{CLI} leaderboard --out-dir {R} --metrics {{input}}"
+        f"{CLI} leaderboard --config {CONFIG_JSON} --out-dir {R} --published {{input.published}} "
+        "--metrics {input.metrics}"

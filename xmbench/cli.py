@@ -54,9 +54,24 @@ def cmd_split(a) -> None:
     write_split(a.out, tokens)
 
 
+def _relaunch_per_gpu(device: str) -> None:
+    """A job holding several GPUs pretrains under torchrun, one process per GPU it was given."""
+    import subprocess
+
+    import torch
+
+    if "WORLD_SIZE" in os.environ or device == "cpu" or torch.cuda.device_count() < 2:
+        return
+    n = torch.cuda.device_count()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "xmbench.cli", *sys.argv[1:]]
+    raise SystemExit(subprocess.call(cmd))
+
+
 def cmd_pretrain(a) -> None:
     import torch
 
+    _relaunch_per_gpu(a.device)
     from .atomic import sha256_file, write_json
     from .methods import load_method
     from .pretraining.loop import Pretrainer
@@ -95,7 +110,19 @@ def cmd_finetune(a) -> None:
 def cmd_leaderboard(a) -> None:
     from .results import build_results
 
-    build_results([Path(p) for p in a.metrics], Path(a.out_dir))
+    build_results([Path(p) for p in a.metrics], Path(a.out_dir), config=_cfg(a.config) if a.config else None,
+                  published=a.published)
+
+
+def cmd_gpu_hours(a) -> None:
+    from .atomic import write_text
+    from .config import load_config
+    from .cost import cost_markdown
+
+    text = cost_markdown(_cfg(a.config) if a.config.endswith(".json") else load_config(a.config))
+    if a.out:
+        write_text(a.out, text)
+    print(text, end="")
 
 
 def cmd_new_method(a) -> None:
@@ -146,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--engine", default=None)
     s.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU")
     s.set_defaults(fn=cmd_finetune)
+    s = sub.add_parser("gpu-hours", help="GPU-hours of each stage of a config, from the method and task yamls")
+    s.add_argument("--config", required=True)
+    s.add_argument("--out", default=None)
+    s.set_defaults(fn=cmd_gpu_hours)
     s = sub.add_parser("new-method", help="scaffold methods/<name>/ with a working method.yaml and method.py")
     s.add_argument("name")
     s.add_argument("--methods-dir", default=None)
@@ -153,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("leaderboard")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--metrics", nargs="*", default=[])
+    s.add_argument("--config", default=None, help="resolved config: its grid makes absent cells 'missing' rows")
+    s.add_argument("--published", default=None)
     s.set_defaults(fn=cmd_leaderboard)
     args = p.parse_args(argv)
     try:

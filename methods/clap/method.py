@@ -1,0 +1,312 @@
+"""CLAP (Chen et al., arXiv 2412.03059 v1): curvature sampling and learnable prototypes on top of
+UniPAD-style masked rendering, with the LiDAR and camera branches pretrained jointly.
+
+One step, per batch of frames:
+1. Masked inputs (UniPAD): LiDAR voxels are dropped in blocks of 8 x 8 x 8 voxels (ratio 0.9 of the
+   blocks of each frame); images are masked in 32 x 32 patches (ratio 0.9), on the input and on the
+   stage features the camera neck reads.
+2. Encoders: the shared VoxelResBackBone8x -> HeightCompression (256-channel BEV at stride 8); the
+   shared ResNet -> a small FPN-style neck at stride 8 -> a depth head (depth-bin logits + 80 context
+   channels) -> LSS lift (outer product of the depth distribution and the context) -> splat by
+   summing into the LiDAR BEV grid.
+3. Fusion: concat(LiDAR BEV, camera BEV) -> 3x3 conv to 512 channels (BEVFusion's ConvFuser); the
+   512 channels are unfolded into (512 / Z) channels x Z height bins and a 3x3x3 conv gives the
+   rendering volume (UniPAD's render_conv, 32 channels).
+4. Rays: LiDAR rays from the sensor origin through observed points (target: range), pixel rays from
+   each camera centre through pixels (target: the pixel's colour in [0, 1]). From epoch
+   ``uniform_epochs`` on, LiDAR rays are drawn with torch.multinomial on the curvature weights of the
+   points and pixel rays on the weights projected into each image and spread by a Gaussian blur.
+5. NeuS rendering (xmbench.pretraining.rendering) and L_rend = 2.0 |depth err| + 0.1 |SDF(point)|
+   (means over LiDAR rays) + 0.1 |colour err| (mean over pixel rays).
+6. Prototypes (xmbench.pretraining.prototypes) on the BEV cells of the LiDAR (256) and camera (80)
+   embeddings: L_proto = 1.0 L_swap + 0.1 L_EM + 0.1 L_gram; L = L_rend + 1.0 L_proto.
+
+Every size that sets the cost (rays, samples, depth bins, candidate points, prototype cells) is a
+hyper-parameter with the paper's value; ``model_cfg["render"]`` may override these counts (a small
+CPU config). All randomness comes from ``batch["generator"]``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xmbench.data.frames import IMAGE_MEAN, IMAGE_STD
+from xmbench.models.voxel_backbone import to_bev
+from xmbench.models.voxelize import voxelize
+from xmbench.pretraining.projection import project_to_cameras
+from xmbench.pretraining.prototypes import Prototypes, projection_head, prototype_losses
+from xmbench.pretraining.rendering import (SDFField, curvature_weights, draw, gaussian_blur, render_rays,
+                                           splat_point_weights)
+
+# hparams that model_cfg["render"] may override (counts only), under the same names
+RENDER_KEYS = ("lidar_rays", "pixel_rays", "samples_uniform", "samples_importance", "depth_bins",
+               "curvature_pool", "proto_cells")
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int, dims: int = 2) -> nn.Sequential:
+    conv, bn = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+    return nn.Sequential(conv(cin, cout, k, padding=k // 2, bias=False), bn(cout), nn.ReLU(inplace=True))
+
+
+def block_mask(coords: torch.Tensor, batch_size: int, block: int, ratio: float, g: torch.Generator) -> torch.Tensor:
+    """Keep mask of voxels (V, 4: b, z, y, x): per frame, a fraction ``1 - ratio`` of the occupied
+    ``block``^3 blocks survives (at least one), chosen at random (UniPAD mask_sparse_encoder_hd.py)."""
+    c = coords.long()
+    bz, by, bx = (torch.div(c[:, i], block, rounding_mode="floor") for i in (1, 2, 3))
+    span = int(c[:, 1:].max()) // block + 1 if len(c) else 1
+    key = ((c[:, 0] * span + bz) * span + by) * span + bx
+    uniq, inverse = torch.unique(key, return_inverse=True)
+    frame = torch.div(uniq, span ** 3, rounding_mode="floor")
+    n_per = torch.bincount(frame, minlength=batch_size)
+    n_keep = torch.clamp(torch.round(n_per.double() * (1 - ratio)).long(), min=1)
+    r = torch.rand(len(uniq), generator=g, dtype=torch.float64).to(coords.device)
+    order = torch.argsort(frame.double() * 2 + r)                 # by frame, random within a frame
+    start = torch.cumsum(n_per, 0) - n_per
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=coords.device)
+    rank = rank - start[frame]
+    return (rank < n_keep[frame])[inverse]
+
+
+def patch_mask(n: int, hw: tuple[int, int], patch: int, ratio: float, g: torch.Generator) -> torch.Tensor:
+    """(n, 1, ceil(H/patch), ceil(W/patch)) keep mask with round((1 - ratio) * patches) ones per image."""
+    gh, gw = math.ceil(hw[0] / patch), math.ceil(hw[1] / patch)
+    keep = max(1, round(gh * gw * (1 - ratio)))
+    rank = torch.argsort(torch.rand(n, gh * gw, generator=g), dim=1).argsort(dim=1)
+    return (rank < keep).float().view(n, 1, gh, gw)
+
+
+class CLAP(nn.Module):
+    RAY_SAMPLING = "curvature"     # clap_uniform: "uniform"
+    USE_PROTOTYPES = True          # clap_noproto: False
+
+    def __init__(self, lidar_backbone, image_backbone, hparams: dict, model_cfg: dict):
+        super().__init__()
+        self.lidar = lidar_backbone
+        self.image = image_backbone
+        hp = dict(hparams)
+        for k, v in (model_cfg.get("render") or {}).items():
+            if k not in RENDER_KEYS:
+                raise ValueError(f"model.render.{k}: unknown key (known: {', '.join(RENDER_KEYS)})")
+            hp[k] = v
+        self.hp = hp
+        grid = lidar_backbone.grid
+        self.pcr = tuple(float(v) for v in grid.point_cloud_range)
+        gx, gy, _ = grid.grid_size
+        self.bev_hw = (gy // 8, gx // 8)
+        self.cell = (grid.voxel_size[0] * 8, grid.voxel_size[1] * 8)
+        self.scale = 1.0 / max(abs(v) for v in self.pcr)
+        d0, d1, step = hp["depth_bound"]
+        n_bins = int(hp.get("depth_bins") or round((d1 - d0) / step))
+        self.register_buffer("depths", d0 + torch.arange(n_bins, dtype=torch.float32) * (d1 - d0) / n_bins,
+                             persistent=False)
+        c_cam, c_lidar, neck = hp["camera_bev_channels"], lidar_backbone.num_bev_features, hp["neck_channels"]
+        stage_ch = image_backbone.out_channels
+        self.neck_lateral = nn.ModuleList([nn.Conv2d(stage_ch[i], neck, 1) for i in (1, 2, 3)])
+        self.neck_out = _conv_bn_relu(neck, neck, 3)
+        self.depth_head = nn.Conv2d(neck, n_bins + c_cam, 1)
+        self.fuser = _conv_bn_relu(c_lidar + c_cam, hp["fused_channels"], 3)
+        z_bins = hp["volume_z_bins"]
+        if hp["fused_channels"] % z_bins:
+            raise ValueError(f"fused_channels {hp['fused_channels']} must be divisible by volume_z_bins {z_bins}")
+        self.render_conv = _conv_bn_relu(hp["fused_channels"] // z_bins, hp["volume_channels"], 3, dims=3)
+        self.field = SDFField(hp["volume_channels"], self.pcr, self.scale, sdf_hidden=hp["sdf_hidden"],
+                              sdf_blocks=hp["sdf_blocks"], geo_dim=hp["geo_feature_dim"],
+                              rgb_hidden=hp["rgb_hidden"], rgb_blocks=hp["rgb_blocks"],
+                              variance_init=hp["variance_init"])
+        if self.USE_PROTOTYPES:
+            d = hp["proto_dim"]
+            self.lidar_head = projection_head(c_lidar, hp["proto_head_hidden"], d)
+            self.camera_head = projection_head(c_cam, hp["proto_head_hidden"], d)
+            self.prototypes = Prototypes(hp["num_prototypes"], d)
+
+    # ------------------------------------------------------------------ encoders
+    def _lidar_bev(self, batch: dict, g: torch.Generator):
+        bsz = batch["batch_size"]
+        vox = voxelize(batch["points"], batch["batch_idx"], bsz, self.lidar.grid)
+        keep = block_mask(vox.coords, bsz, self.hp["lidar_mask_block"], self.hp["mask_ratio"], g)
+        out = self.lidar(vox.features[keep], vox.coords[keep], bsz)
+        return to_bev(out["encoded"])
+
+    def _camera_bev(self, batch: dict, g: torch.Generator):
+        images = batch["images"]
+        bsz, n_cam, _, h, w = images.shape
+        x = images.flatten(0, 1)
+        mask = patch_mask(x.shape[0], (h, w), self.hp["image_mask_patch"], self.hp["mask_ratio"], g).to(x)
+        x = x * F.interpolate(mask, scale_factor=self.hp["image_mask_patch"], mode="nearest")[..., :h, :w]
+        feats = self.image(x)
+        size = feats[1].shape[-2:]
+        neck = 0
+        for lat, f in zip(self.neck_lateral, feats[1:]):
+            m = F.interpolate(mask, size=f.shape[-2:], mode="nearest")     # masked features stay zero
+            y = lat(f * m)
+            neck = neck + (y if y.shape[-2:] == size else F.interpolate(y, size=size, mode="bilinear",
+                                                                         align_corners=False))
+        neck = self.neck_out(neck)
+        out = self.depth_head(neck)
+        n_bins = self.depths.numel()
+        prob = out[:, :n_bins].softmax(1)                                     # (BK, D, fh, fw)
+        ctx = out[:, n_bins:]                                                 # (BK, C, fh, fw)
+        fh, fw = ctx.shape[-2:]
+        # frustum points in the LiDAR frame: (B, K, D, fh*fw, 3)
+        su, sv = w / fw, h / fh
+        vv, uu = torch.meshgrid((torch.arange(fh, device=x.device) + 0.5) * sv - 0.5,
+                                (torch.arange(fw, device=x.device) + 0.5) * su - 0.5, indexing="ij")
+        pix = torch.stack([uu.flatten(), vv.flatten(), torch.ones(fh * fw, device=x.device)], -1)
+        l2c = batch["lidar_to_cam"]
+        rot_t = l2c[..., :3, :3].transpose(-1, -2)                            # cam -> lidar rotation
+        centre = -(rot_t @ l2c[..., :3, 3:]).squeeze(-1)                      # (B, K, 3)
+        dirs = torch.einsum("bkij,bkjl,pl->bkpi", rot_t, torch.linalg.inv(batch["intrinsics"]), pix)
+        pts = centre[:, :, None, None] + self.depths.view(1, 1, -1, 1, 1) * dirs[:, :, None]
+        x0, y0, z0, x1, y1, z1 = self.pcr
+        ix = torch.floor((pts[..., 0] - x0) / self.cell[0]).long()
+        iy = torch.floor((pts[..., 1] - y0) / self.cell[1]).long()
+        hb, wb = self.bev_hw
+        valid = (ix >= 0) & (ix < wb) & (iy >= 0) & (iy < hb) & (pts[..., 2] >= z0) & (pts[..., 2] < z1)
+        frame = torch.arange(bsz, device=x.device).view(-1, 1, 1, 1).expand_as(ix)
+        cell = (frame * hb + iy) * wb + ix                                    # (B, K, D, P)
+        b_i, k_i, d_i, p_i = valid.nonzero(as_tuple=True)
+        img = b_i * n_cam + k_i
+        c = ctx.shape[1]
+        ctx_flat = ctx.flatten(2).transpose(1, 2)                             # (BK, P, C)
+        vals = prob.flatten(2)[img, d_i, p_i].unsqueeze(1) * ctx_flat[img, p_i]
+        bev = torch.zeros(bsz * hb * wb, c, dtype=ctx.dtype, device=x.device)
+        bev.index_add_(0, cell[valid], vals)
+        return bev.view(bsz, hb, wb, c).permute(0, 3, 1, 2)
+
+    def _volume(self, lidar_bev: torch.Tensor, cam_bev: torch.Tensor) -> torch.Tensor:
+        fused = self.fuser(torch.cat([lidar_bev, cam_bev], 1))
+        b, c, h, w = fused.shape
+        z = self.hp["volume_z_bins"]
+        return self.render_conv(fused.view(b, c // z, z, h, w))            # (B, C_vol, Z, Y, X)
+
+    # ------------------------------------------------------------------ rays
+    def _lidar_candidates(self, batch: dict):
+        """Padded keyframe points (B, N, 3) inside the box and beyond ``close_radius``, and a mask."""
+        pts, bidx, bsz = batch["points"], batch["batch_idx"], batch["batch_size"]
+        x0, y0, z0, x1, y1, z1 = self.pcr
+        xyz = pts[:, :3]
+        ok = ((pts[:, 4] == 0) & (xyz[:, :2].norm(dim=1) > self.hp["close_radius"])
+              & (xyz[:, 0] > x0) & (xyz[:, 0] < x1) & (xyz[:, 1] > y0) & (xyz[:, 1] < y1)
+              & (xyz[:, 2] > z0) & (xyz[:, 2] < z1))
+        xyz, bidx = xyz[ok], bidx[ok]
+        counts = torch.bincount(bidx, minlength=bsz)
+        if int(counts.min()) == 0:
+            raise ValueError("CLAP: a frame has no LiDAR point inside the range to render")
+        n = int(counts.max())
+        start = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(bidx), device=xyz.device) - start[bidx]
+        padded = xyz.new_zeros(bsz, n, 3)
+        valid = torch.zeros(bsz, n, dtype=torch.bool, device=xyz.device)
+        padded[bidx, slot] = xyz
+        valid[bidx, slot] = True
+        return padded, valid
+
+    def _sample_rays(self, batch: dict, volume: torch.Tensor, g: torch.Generator):
+        """LiDAR ray targets (B, L, 3) in metres and drawn pixel indices (B*K, P), flat in H*W."""
+        hp = self.hp
+        bsz, n_cam, _, h, w = batch["images"].shape
+        cand, valid = self._lidar_candidates(batch)
+        sky = torch.arange(h, device=cand.device) >= int(hp["sky_region"] * h)
+        uniform_pix = sky.view(1, h, 1).expand(bsz * n_cam, h, w).float()
+        curvature = self.RAY_SAMPLING == "curvature" and batch.get("epoch", 0) >= hp["uniform_epochs"]
+        if not curvature:
+            rows = draw(valid.float(), hp["lidar_rays"], g)
+            pix = draw(uniform_pix.flatten(1), hp["pixel_rays"], g)
+            return cand.gather(1, rows.unsqueeze(-1).expand(-1, -1, 3)), pix
+        pool_n = hp.get("curvature_pool")
+        if pool_n and pool_n < cand.shape[1]:
+            pool = draw(valid.float(), pool_n, g)                              # uniform candidate pool
+            pool_pts = cand.gather(1, pool.unsqueeze(-1).expand(-1, -1, 3))
+            pool_valid = valid.gather(1, pool)
+        else:
+            pool_pts, pool_valid = cand, valid
+        vol = volume.detach()
+        bsz_ = vol.shape[0]
+
+        def sdf_fn(q):
+            return self.field.sdf(vol, q.reshape(bsz_, -1, 3))[0].view(q.shape[:-1])
+
+        step = hp["curvature_step"] * min(self.cell) * self.scale
+        wts = curvature_weights(sdf_fn, pool_pts * self.scale, step, hp["curvature_eps"]) * pool_valid
+        rows = draw(wts, hp["lidar_rays"], g)
+        lidar = pool_pts.gather(1, rows.unsqueeze(-1).expand(-1, -1, 3))
+        # pixel weights: the pool's weights projected into each image, blurred, drawn per camera
+        frame = torch.arange(bsz, device=cand.device).view(-1, 1).expand_as(pool_valid)[pool_valid]
+        uv, _, vis = project_to_cameras(pool_pts[pool_valid], frame, batch["lidar_to_cam"],
+                                        batch["intrinsics"], (h, w))
+        maps = splat_point_weights(uv, vis, wts[pool_valid], frame, bsz * n_cam, (h, w))
+        maps = gaussian_blur(maps, hp["pixel_blur_sigma"])
+        peak = maps.flatten(1).amax(1).clamp(min=1e-12).view(-1, 1, 1)
+        maps = (maps / peak + hp["pixel_weight_floor"]) * uniform_pix
+        pix = draw(maps.flatten(1), hp["pixel_rays"], g)
+        return lidar, pix
+
+    def _pixel_rays(self, batch: dict, pix: torch.Tensor):
+        """Origins, unit directions (B, K*P, 3) in metres and colours (B, K*P, 3) of drawn pixels."""
+        images = batch["images"]
+        bsz, n_cam, _, h, w = images.shape
+        u, v = (pix % w).to(images.dtype), torch.div(pix, w, rounding_mode="floor").to(images.dtype)
+        uv1 = torch.stack([u, v, torch.ones_like(u)], -1).view(bsz, n_cam, -1, 3)
+        l2c = batch["lidar_to_cam"]
+        rot_t = l2c[..., :3, :3].transpose(-1, -2)
+        centre = -(rot_t @ l2c[..., :3, 3:]).squeeze(-1)
+        dirs = torch.einsum("bkij,bkjl,bkpl->bkpi", rot_t, torch.linalg.inv(batch["intrinsics"]), uv1)
+        dirs = F.normalize(dirs, dim=-1)
+        origins = centre.unsqueeze(2).expand_as(dirs)
+        mean = torch.as_tensor(IMAGE_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1)
+        std = torch.as_tensor(IMAGE_STD, dtype=images.dtype, device=images.device).view(1, 3, 1)
+        flat = images.flatten(0, 1).flatten(2)                                # (BK, 3, H*W)
+        colour = flat.gather(2, pix.unsqueeze(1).expand(-1, 3, -1)) * std + mean
+        colour = colour.clamp(0, 1).transpose(1, 2).reshape(bsz, -1, 3)
+        return origins.reshape(bsz, -1, 3), dirs.reshape(bsz, -1, 3), colour
+
+    # ------------------------------------------------------------------ losses
+    def _render_losses(self, batch: dict, volume: torch.Tensor, g: torch.Generator) -> dict:
+        hp, s = self.hp, self.scale
+        lidar_pts, pix = self._sample_rays(batch, volume, g)
+        rng = lidar_pts.norm(dim=-1)
+        l_dirs = lidar_pts / rng.unsqueeze(-1)
+        p_orig, p_dirs, colour = self._pixel_rays(batch, pix)
+        origins = torch.cat([torch.zeros_like(lidar_pts), p_orig], 1) * s
+        dirs = torch.cat([l_dirs, p_dirs], 1)
+        n_l = lidar_pts.shape[1]
+        colour_rays = torch.zeros(dirs.shape[1], dtype=torch.bool, device=dirs.device)
+        colour_rays[n_l:] = True
+        out = render_rays(self.field, volume, origins, dirs, hp["samples_uniform"], hp["samples_importance"], g,
+                          near_plane=hp["near_plane"] * s, colour_rays=colour_rays, extra_points=lidar_pts * s,
+                          base_inv_s=hp["importance_inv_s"])
+        return {"render_depth": hp["w_depth"] * (out["depth"][:, :n_l] - rng * s).abs().mean(),
+                "render_sdf": hp["w_sdf"] * out["extra_sdf"].abs().mean(),
+                "render_rgb": hp["w_rgb"] * F.l1_loss(out["colour"], colour)}
+
+    def _proto_losses(self, lidar_bev: torch.Tensor, cam_bev: torch.Tensor, g: torch.Generator) -> dict:
+        """Swap / EM / Gram on the BEV cells (CLAP v1 eqs. 15-20: all N_3D cells of the embeddings),
+        a random subset of ``proto_cells`` of them when that is set."""
+        hp = self.hp
+        e_l = lidar_bev.permute(0, 2, 3, 1).flatten(0, 2)
+        e_c = cam_bev.permute(0, 2, 3, 1).flatten(0, 2)
+        cap = hp.get("proto_cells")
+        if cap and e_l.shape[0] > cap:
+            pick = torch.randperm(e_l.shape[0], generator=g)[:cap].to(e_l.device)
+            e_l, e_c = e_l[pick], e_c[pick]
+        w = {k: hp["w_proto"] * hp[f"w_{k}"] for k in ("swap", "em", "gram")}
+        k_norm = self.prototypes()
+        e_l = F.normalize(self.lidar_head(e_l), dim=1)
+        e_c = F.normalize(self.camera_head(e_c), dim=1)
+        terms = prototype_losses(e_l, e_c, k_norm, epsilon=hp["sinkhorn_epsilon"],
+                                 iterations=hp["sinkhorn_iterations"], temperature=hp["swap_temperature"])
+        return {k: w[k] * v for k, v in terms.items()}
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        g = batch["generator"]
+        lidar_bev = self._lidar_bev(batch, g)
+        cam_bev = self._camera_bev(batch, g)
+        volume = self._volume(lidar_bev, cam_bev)
+        terms = self._render_losses(batch, volume, g)
+        if self.USE_PROTOTYPES:
+            terms.update(self._proto_losses(lidar_bev, cam_bev, g))
+        return terms

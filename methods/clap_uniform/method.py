@@ -1,0 +1,23 @@
+"""CLAP ablation: uniform ray sampling throughout (no curvature sampling), prototypes kept.
+
+The implementation is CLAP's (methods/clap/method.py, loaded by path); only the sampling differs.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+
+def _load_clap():
+    name = "xmbench_method_clap_shared"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "clap" / "method.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+class CLAPUniform(_load_clap().CLAP):
+    RAY_SAMPLING = "uniform"

@@ -1,0 +1,48 @@
+"""GPU-hours of each stage of a configuration, computed from the method and task yamls.
+
+A pretraining job costs its method's `resources.gpus * resources.hours` (or the config's override);
+a finetuning cell costs the task's per-profile budget scaled by its iterations at that fraction.
+"""
+from __future__ import annotations
+
+from .methods import load_method
+from .tasks import load_task
+
+
+def cost_rows(cfg: dict) -> list[dict]:
+    rows = []
+    for dataset, ds in cfg["datasets"].items():
+        for name in cfg["methods"]:
+            spec = load_method(name)
+            if not spec.pretrains:
+                continue
+            res = cfg["pretrain"].get("resources") or spec.spec["resources"]
+            rows.append({"stage": "pretrain", "dataset": dataset, "task": "-", "method": name, "fraction": "-",
+                         "jobs": 1, "gpus_per_job": res["gpus"], "gpu_hours": res["gpus"] * res["hours"]})
+        for task_name in cfg["tasks"]:
+            task = load_task(task_name)
+            res = task.spec["resources"][ds["recipe_profile"]]
+            full = task.spec["recipes"][ds["recipe_profile"]]["iterations_full"]
+            for fraction in cfg["fractions"]:
+                iters = task.recipe(ds["recipe_profile"], fraction)["iterations"]
+                jobs = len(cfg["methods"]) * len(cfg["seeds"])
+                rows.append({"stage": "finetune", "dataset": dataset, "task": task_name, "method": "all",
+                             "fraction": fraction, "jobs": jobs, "gpus_per_job": res["gpus"],
+                             "gpu_hours": jobs * res["gpus"] * res["hours"] * iters / full})
+    return rows
+
+
+def cost_markdown(cfg: dict) -> str:
+    rows = cost_rows(cfg)
+    lines = ["| stage | dataset | task | method | fraction | jobs | GPUs/job | GPU-hours |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        frac = r["fraction"] if r["fraction"] == "-" else f"{r['fraction'] * 100:g}%"
+        lines.append(f"| {r['stage']} | {r['dataset']} | {r['task']} | {r['method']} | {frac} | {r['jobs']} | "
+                     f"{r['gpus_per_job']} | {r['gpu_hours']:.1f} |")
+    total = sum(r["gpu_hours"] for r in rows)
+    by_stage = {s: sum(r["gpu_hours"] for r in rows if r["stage"] == s) for s in ("pretrain", "finetune")}
+    lines.append(f"| **total** | | | | | {sum(r['jobs'] for r in rows)} | | **{total:.1f}** |")
+    lines.append("")
+    lines.append(f"pretraining {by_stage['pretrain']:.1f} GPU-h, finetuning {by_stage['finetune']:.1f} GPU-h")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,302 @@
+"""Rendering of the results: Markdown, LaTeX and HTML tables, published numbers, report.md.
+
+Everything here formats numbers that xmbench.results / xmbench.stats computed; nothing is
+recomputed. Published numbers come from config/published_results.csv, are always labelled as
+published with their source, and never enter our statistics.
+"""
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import stats
+
+REPO = Path(__file__).resolve().parent.parent
+PUBLISHED_CSV = REPO / "config" / "published_results.csv"
+PUBLISHED_COLUMNS = ["dataset", "task", "protocol", "metric", "unit", "method", "fraction", "value",
+                     "source_short", "source", "note"]
+
+RANK_NOTE = (f"Bold: best in its column and every method statistically tied with it. Rank = 1 + the "
+             f"number of methods significantly better (two-sided Welch t-test over seeds, alpha = "
+             f"{stats.ALPHA}); tied methods share the rank. † = a comparison had fewer than two seeds on "
+             f"a side, so that pair was ranked by its means alone (no test).")
+GAIN_NOTE = ("Gain = method − scratch, paired on (fraction, seed, split sha256). CI: 95% Student-t "
+             "interval over the pairs (n=1: no interval, shown as n/a). p: two-sided paired t-test, "
+             "Holm-corrected over every (method, fraction) of the table.")
+
+
+def _isnan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def fraction_label(f) -> str:
+    return f"{float(f) * 100:g}%"
+
+
+# --------------------------------------------------------------------------- published numbers
+
+def load_published(path: str | Path | None = None) -> pd.DataFrame:
+    path = Path(path) if path else PUBLISHED_CSV
+    if not path.is_file():
+        return pd.DataFrame(columns=PUBLISHED_COLUMNS)
+    pub = pd.read_csv(path)
+    missing = [c for c in PUBLISHED_COLUMNS if c not in pub.columns and c != "note"]
+    if missing:
+        from .errors import BenchError
+
+        raise BenchError(f"{path}: missing column(s) {missing} (expected {PUBLISHED_COLUMNS})")
+    if "note" not in pub.columns:
+        pub["note"] = ""
+    pub["note"] = pub["note"].fillna("")
+    return pub
+
+
+def published_for(pub: pd.DataFrame, task: str, metric: str | None = None) -> pd.DataFrame:
+    """Published rows of a task, the primary metric's first."""
+    rows = pub[pub["task"] == task].copy()
+    rows["_primary"] = rows["metric"] != metric
+    return rows.sort_values(["_primary", "metric", "fraction", "method"]).drop(columns="_primary")
+
+
+# --------------------------------------------------------------------------- tables
+
+def _grid(long: pd.DataFrame, methods=None):
+    from .results import method_order
+
+    order = method_order(long["method"], methods)
+    fractions = sorted(long["fraction"].unique())
+    cells = {(r.method, r.fraction): r for r in long.itertuples()}
+    return order, fractions, cells
+
+
+def _cell_parts(r) -> tuple[str, bool, str]:
+    """(value text, bold, annotation) of one table cell."""
+    from .results import cell_text
+
+    txt = cell_text(r.mean, r.std, r.n, r.n_failed, r.n_missing)
+    if r.n == 0:
+        return txt, False, ""
+    notes = [f"n={r.n}"]
+    if r.n_failed:
+        notes.append(f"{r.n_failed} failed")
+    if r.n_missing:
+        notes.append(f"{r.n_missing} missing")
+    rank = "" if _isnan(r.rank) else f"#{int(r.rank)}" + ("" if r.rank_tested else "†")
+    return txt, bool(r.best), ", ".join(notes) + (f"; {rank}" if rank else "")
+
+
+def _title(info: dict) -> str:
+    unit = f" ({info['unit']})" if info.get("unit") else ""
+    return f"{info['dataset']} · {info['task']} · {info['engine']} engine: {info['metric']}{unit}"
+
+
+def markdown_table(long: pd.DataFrame, info: dict, methods=None) -> str:
+    order, fractions, cells = _grid(long, methods)
+    head = "| method | " + " | ".join(f"{fraction_label(f)} labels" for f in fractions) + " |"
+    lines = [f"**{_title(info)}**, mean ± std over seeds", "", head,
+             "|---|" + "---:|" * len(fractions)]
+    for m in order:
+        row = []
+        for f in fractions:
+            r = cells.get((m, f))
+            if r is None:
+                row.append("–")
+                continue
+            txt, bold, ann = _cell_parts(r)
+            txt = f"**{txt}**" if bold else txt
+            row.append(f"{txt} <sub>{ann}</sub>" if ann else txt)
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    lines += ["", RANK_NOTE]
+    return "\n".join(lines)
+
+
+def _tex(s) -> str:
+    s = str(s).replace("\\", "\x00")
+    for a, b in (("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$"), ("{", r"\{"),
+                 ("}", r"\}")):
+        s = s.replace(a, b)
+    return s.replace("\x00", r"\textbackslash{}")
+
+
+def latex_table(long: pd.DataFrame, info: dict, methods=None) -> str:
+    order, fractions, cells = _grid(long, methods)
+    lines = [r"% generated by xmbench.report; needs \usepackage{booktabs}",
+             r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * len(fractions) + "}", r"\toprule",
+             "Method & " + " & ".join(_tex(fraction_label(f)) for f in fractions) + r" \\", r"\midrule"]
+    for m in order:
+        row = []
+        for f in fractions:
+            r = cells.get((m, f))
+            if r is None or r.n == 0:
+                row.append("--" if r is None else _tex(_cell_parts(r)[0]))
+                continue
+            txt = f"{r.mean:.2f}" + (f" $\\pm$ {r.std:.2f}" if r.n >= 2 else "")
+            txt = rf"\textbf{{{txt}}}" if r.best else txt
+            dag = r"$^\dagger$" if not r.rank_tested else ""
+            row.append(txt + rf" {{\scriptsize ({r.n}){dag}}}")
+        lines.append(_tex(m) + " & " + " & ".join(row) + r" \\")
+    cap = (f"{_tex(info['dataset'])} {_tex(info['task'])} ({_tex(info['engine'])} engine): "
+           f"{_tex(str(info['metric']))} ({_tex(info.get('unit') or '')}), mean $\\pm$ std over seeds (n). "
+           f"Bold: best and statistically tied (two-sided Welch t-test, $\\alpha={stats.ALPHA}$); "
+           r"$^\dagger$: fewer than two seeds, ranked by the mean.")
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{cap}}}",
+              rf"\label{{tab:{info['name'].replace('_', '-')}}}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _fmt(x, digits=2, signed=False) -> str:
+    if _isnan(x):
+        return "n/a"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _p(x) -> str:
+    if _isnan(x):
+        return "n/a"
+    return "<0.001" if x < 1e-3 else f"{x:.3f}"
+
+
+def gains_markdown(gains: pd.DataFrame) -> str:
+    if not len(gains):
+        return "_No run paired with scratch yet._"
+    lines = ["| method | labels | pairs | gain | 95% CI | p (Holm) | note |", "|---|---:|---:|---:|---|---:|---|"]
+    for r in gains.itertuples():
+        ci = "n/a" if _isnan(r.ci95_low) else f"[{_fmt(r.ci95_low, signed=True)}, {_fmt(r.ci95_high, signed=True)}]"
+        sig = " *" if r.significant_holm is True else ""
+        lines.append(f"| {r.method} | {fraction_label(r.fraction)} | {r.n_pairs} | {_fmt(r.mean_gain, signed=True)} "
+                     f"| {ci} | {_p(r.p_holm)}{sig} | {r.note or ''} |")
+    return "\n".join(lines + ["", GAIN_NOTE + " `*`: p (Holm) < 0.05."])
+
+
+def published_markdown(pub: pd.DataFrame) -> str:
+    if not len(pub):
+        return "_No published figure for this task in config/published_results.csv._"
+    lines = ["| method (published) | dataset | protocol | metric | labels | value | source | note |",
+             "|---|---|---|---|---:|---:|---|---|"]
+    for r in pub.itertuples():
+        lines.append(f"| {r.method} | {r.dataset} | {r.protocol} | {r.metric} | {fraction_label(r.fraction)} "
+                     f"| {r.value:g} | {r.source} | {r.note or ''} |")
+    return "\n".join(lines)
+
+
+def problems(part: pd.DataFrame) -> pd.DataFrame:
+    return part[part["status"] != "ok"][["method", "fraction", "seed", "status", "reason"]]
+
+
+def problems_markdown(part: pd.DataFrame) -> str:
+    bad = problems(part)
+    if not len(bad):
+        return ""
+    lines = ["| method | labels | seed | status | reason |", "|---|---:|---:|---|---|"]
+    for r in bad.itertuples():
+        reason = str(r.reason or "").replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {r.method} | {fraction_label(r.fraction)} | {r.seed} | **{r.status}** | {reason} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- HTML (for snakemake --report)
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.2em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f2f2f2}.best{font-weight:bold}
+.ann{color:#777;font-size:.8em}.pub{background:#fff8e6}.bad{color:#a00}caption{text-align:left;font-weight:bold}
+p.note{color:#555;font-size:.9em;max-width:60em}"""
+
+
+def html_tables(long: pd.DataFrame, gains: pd.DataFrame, pub: pd.DataFrame, part: pd.DataFrame, info: dict,
+                methods=None) -> str:
+    e = html.escape
+    order, fractions, cells = _grid(long, methods)
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(info['name'])}</title>"
+           f"<style>{_CSS}</style></head><body>",
+           f"<table id='ours'><caption>Ours: {e(_title(info))}, mean ± std over seeds</caption><tr><th>method</th>"
+           + "".join(f"<th>{fraction_label(f)} labels</th>" for f in fractions) + "</tr>"]
+    for m in order:
+        tds = []
+        for f in fractions:
+            r = cells.get((m, f))
+            if r is None:
+                tds.append("<td>–</td>")
+                continue
+            txt, bold, ann = _cell_parts(r)
+            cls = " class='best'" if bold else (" class='bad'" if r.n == 0 else "")
+            tds.append(f"<td{cls}>{e(txt)} <span class='ann'>{e(ann)}</span></td>")
+        out.append(f"<tr><td>{e(m)}</td>{''.join(tds)}</tr>")
+    out.append(f"</table><p class='note'>{e(RANK_NOTE)}</p>")
+    if len(pub):
+        out.append("<table id='published' class='pub'><caption>Published (not re-run here; never part of our "
+                   "statistics)</caption><tr><th>method</th><th>dataset</th><th>protocol</th><th>metric</th>"
+                   "<th>labels</th><th>value</th><th>source</th><th>note</th></tr>")
+        for r in pub.itertuples():
+            out.append(f"<tr class='pub'><td>{e(str(r.method))} (published)</td><td>{e(str(r.dataset))}</td>"
+                       f"<td>{e(str(r.protocol))}</td><td>{e(str(r.metric))}</td><td>{fraction_label(r.fraction)}</td>"
+                       f"<td>{r.value:g}</td><td>{e(str(r.source))}</td><td>{e(str(r.note or ''))}</td></tr>")
+        out.append("</table>")
+    out.append("<table id='gains'><caption>Gain over scratch</caption><tr><th>method</th><th>labels</th>"
+               "<th>pairs</th><th>gain</th><th>95% CI</th><th>p (Holm)</th><th>note</th></tr>")
+    for r in gains.itertuples():
+        ci = "n/a" if _isnan(r.ci95_low) else f"[{_fmt(r.ci95_low, signed=True)}, {_fmt(r.ci95_high, signed=True)}]"
+        out.append(f"<tr><td>{e(r.method)}</td><td>{fraction_label(r.fraction)}</td><td>{r.n_pairs}</td>"
+                   f"<td>{_fmt(r.mean_gain, signed=True)}</td><td>{ci}</td><td>{_p(r.p_holm)}</td>"
+                   f"<td>{e(r.note or '')}</td></tr>")
+    out.append(f"</table><p class='note'>{e(GAIN_NOTE)}</p>")
+    bad = problems(part)
+    if len(bad):
+        out.append("<table id='problems'><caption>Failed and missing runs</caption><tr><th>method</th>"
+                   "<th>labels</th><th>seed</th><th>status</th><th>reason</th></tr>")
+        for r in bad.itertuples():
+            out.append(f"<tr class='bad'><td>{e(r.method)}</td><td>{fraction_label(r.fraction)}</td><td>{r.seed}</td>"
+                       f"<td>{e(r.status)}</td><td style='text-align:left'>{e(str(r.reason or ''))}</td></tr>")
+        out.append("</table>")
+    out.append("</body></html>\n")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- report.md
+
+def report_markdown(sections: list[dict], df: pd.DataFrame, methods=None, with_plots: bool = True) -> str:
+    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    lines = ["# xmbench results", "",
+             f"{len(df)} runs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "failed", "missing")) + ". "
+             "Every run is a row of [leaderboard.csv](leaderboard.csv) (identity, status and reason, every metric, "
+             "cost, provenance). Published numbers are shown beside ours, labelled, and never enter our statistics.",
+             ""]
+    commits = sorted({str(c) for c in df.get("provenance.git_commit", pd.Series(dtype=object)).dropna()})
+    if commits:
+        dirty = any(v is not None and v == v and bool(v) for v in df.get("provenance.git_dirty", pd.Series(dtype=object)).tolist())
+        lines += [f"Code: git {', '.join(c[:12] for c in commits)}" + (" (some runs from a dirty tree)" if dirty else ""),
+                  ""]
+    lines += ["## Contents", ""]
+    for s in sections:
+        i = s["info"]
+        anchor = f"{i['dataset']}-{i['task']}-{i['engine']}".lower().replace("_", "-")
+        lines.append(f"- [{i['dataset']} · {i['task']} · {i['engine']}](#{anchor})")
+    lines.append("")
+    for s in sections:
+        i, name = s["info"], s["info"]["name"]
+        lines += [f"## {i['dataset']} {i['task']} {i['engine']}", "",
+                  markdown_table(s["long"], i, methods), "",
+                  f"Files: [CSV](leaderboard_{name}.csv) · [Markdown](leaderboard_{name}.md) · "
+                  f"[LaTeX](leaderboard_{name}.tex) · [gains CSV](gains_{name}.csv)", ""]
+        bad = problems_markdown(s["part"])
+        if bad:
+            lines += ["### Failed and missing runs", "", bad, ""]
+        lines += ["### Published numbers (not re-run here, not in our statistics)", "",
+                  published_markdown(s["published"]), "",
+                  "### Gain over scratch", "", gains_markdown(s["gains"]), ""]
+        if with_plots and s.get("figures"):
+            lines += ["### Plots", ""]
+            for kind, caption in (("label_efficiency", "Label efficiency"), ("gains", "Gain over scratch"),
+                                  ("per_class", "Per-class scores"), ("gain_vs_cost", "Gain against pretraining cost")):
+                if kind in s["figures"]:
+                    lines += [f"![{caption}: {name}](plots/{Path(s['figures'][kind]).name})", ""]
+    shown = {(s["info"]["task"]) for s in sections}
+    pub = load_published()
+    rest = pub[~pub["task"].isin(shown)] if len(pub) else pub
+    if len(rest):
+        lines += ["## Other published figures (no matching task in these results)", "", published_markdown(rest), ""]
+    lines += ["## Statistics", "", RANK_NOTE, "", GAIN_NOTE, ""]
+    return "\n".join(lines)
