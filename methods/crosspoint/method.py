@@ -24,6 +24,8 @@ def _scatter(src: torch.Tensor, index: torch.Tensor, n: int, reduce: str) -> tor
 
 
 class CrossPoint(nn.Module):
+    lidar_views = 2  # both augmented views go through the LiDAR backbone with gradients (IMID is symmetric)
+
     def __init__(self, lidar_backbone, image_backbone, hparams: dict, model_cfg: dict):
         super().__init__()
         self.lidar = lidar_backbone
