@@ -20,6 +20,15 @@ try:
     CFG = check_config(config, "config (config/default.yaml or --configfile)")
     METHODS = {m: load_method(m) for m in CFG["methods"]}
     TASKS = {t: load_task(t) for t in CFG["tasks"]}
+    for _task in TASKS:
+        _engine = CFG.get("engines", {}).get(_task, TASKS[_task].spec["default_engine"])
+        if _engine not in TASKS[_task].spec["engines"]:
+            raise BenchError(f"config field 'engines.{_task}': unknown engine '{_engine}' "
+                             f"(known: {sorted(TASKS[_task].spec['engines'])})")
+        if _engine == "openpcdet":
+            from xmbench.detection.openpcdet import check_openpcdet
+
+            check_openpcdet(CFG.get("openpcdet", {}).get("root", ""))
 except BenchError as exc:
     sys.exit(f"error: {exc}")
 
@@ -63,7 +72,7 @@ def slurm(res):
 
 
 def engine_of(task):
-    return TASKS[task].spec["default_engine"]
+    return CFG.get("engines", {}).get(task, TASKS[task].spec["default_engine"])
 
 
 def metrics_files():

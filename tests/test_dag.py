@@ -112,3 +112,12 @@ def test_invalid_method_yaml_stops_at_start_naming_the_field(tmp_path):
     assert res.returncode != 0
     assert "methods/zz_invalid_for_test/method.yaml: field 'optimizer.lr'" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_openpcdet_engine_without_openpcdet_stops_at_start(tmp_path):
+    res = _run(["-n", "--config", f"results_dir={tmp_path}/r", "tasks=[segmentation, detection]",
+                "engines={detection: openpcdet}", f"openpcdet={{root: {tmp_path}/no-openpcdet}}"], timeout=300)
+    assert res.returncode != 0
+    line = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert line and "openpcdet" in line[0].lower() and "no-openpcdet" in line[0]
+    assert not (tmp_path / "r").exists()

@@ -38,6 +38,8 @@ class FinetuneContext:
     out_dir: Path
     device: torch.device
     threads: int = 1
+    engine_cfg: dict | None = None       # the config's section named after the engine (e.g. `openpcdet`)
+    split_sha256: str | None = None
 
 
 def load_backbone_init(encoder: torch.nn.Module, checkpoint: Path | None) -> dict:
@@ -153,7 +155,8 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
         _, module = task.engine(engine_name)
         ctx = FinetuneContext(dataset, task.name, method, fraction, seed, recipe, cfg["model"],
                               load_json(index_path), load_json(labels_path), tokens, checkpoint, out_dir,
-                              torch.device(device), cfg.get("threads", 1))
+                              torch.device(device), cfg.get("threads", 1), cfg.get(engine_name),
+                              prov["split_sha256"])
         result = module.finetune(ctx)
         record["metrics"] = result["metrics"]
         record["init"] = result.get("init")

@@ -1,0 +1,1 @@
+"""Detection finetuning: boxes, ground-truth sampling, nuScenes submissions, the OpenPCDet adapter."""

@@ -1,0 +1,418 @@
+"""The OpenPCDet adapter: configs, subset infos and GT database per split, the command, the results.
+
+OpenPCDet is the user's install (a path): it needs CUDA to build, so nothing here imports it. The
+adapter
+- writes a config from a template in ``downstream/detection/openpcdet/`` (derived from OpenPCDet's
+  own configs) with the data paths, geometry and schedule of the run;
+- writes the split's info file in OpenPCDet's ``nuscenes_infos_10sweeps_train.pkl`` format (only
+  the split's frames), the val info file, and a ground-truth database cut from the split's frames
+  only (``nuscenes_dbinfos_10sweeps_withvelo.pkl`` format);
+- gives each cell a unique ``--extra_tag``: OpenPCDet resumes silently from any checkpoint in a
+  reused output folder, so a folder may only ever be reused by the very same cell;
+- runs ``tools/train.py`` (or ``tools/scripts/dist_train.sh`` on several GPUs) with
+  ``--pretrained_model`` set to our checkpoint, which OpenPCDet loads by name and shape;
+- reads back the devkit's ``metrics_summary.json`` and the log's ``==> Done (loaded X/Y)``, and
+  fails a pretrained run that loaded no backbone weight instead of letting it train from scratch.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..config import config_hash
+from ..errors import BenchError
+from .boxes import points_in_box
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "downstream" / "detection" / "openpcdet"
+TEMPLATES = {
+    "nuscenes_centerpoint": "nuscenes_centerpoint.yaml",   # cfgs/nuscenes_models/cbgs_voxel0075_res3d_centerpoint.yaml
+    "nuscenes_bevfusion": "nuscenes_bevfusion.yaml",       # cfgs/nuscenes_models/bevfusion.yaml
+    "waymo_centerpoint": "waymo_centerpoint.yaml",         # cfgs/waymo_models/centerpoint.yaml
+}
+BASE_CONFIGS = {"nuscenes": "cfgs/dataset_configs/nuscenes_dataset.yaml",
+                "waymo": "cfgs/dataset_configs/waymo_dataset.yaml"}
+# OpenPCDet's map_name_from_general_to_detection: the devkit's detection names, 'ignore' otherwise.
+IGNORE = "ignore"
+
+
+# ------------------------------------------------------------------------------------------------
+# The install
+# ------------------------------------------------------------------------------------------------
+
+def check_openpcdet(root) -> None:
+    """Fail early, in one line, when ``root`` is not an OpenPCDet checkout the engine can run."""
+    if root is None or str(root).strip() == "":
+        raise BenchError("openpcdet: no install path given; set the OpenPCDet root (a clone of "
+                         "https://github.com/open-mmlab/OpenPCDet built with `python setup.py develop`) "
+                         "in the config, or select the native engine")
+    root = Path(root).expanduser()
+    needed = ["tools/train.py", "tools/scripts/dist_train.sh", "pcdet/__init__.py",
+              "tools/cfgs/dataset_configs/nuscenes_dataset.yaml"]
+    missing = [p for p in needed if not (root / p).is_file()]
+    if missing:
+        raise BenchError(f"openpcdet: {root} is not an OpenPCDet checkout (missing {missing[0]}); set the "
+                         "OpenPCDet root in the config to your clone of https://github.com/open-mmlab/OpenPCDet "
+                         "(built with `python setup.py develop`), or select the native engine")
+
+
+# ------------------------------------------------------------------------------------------------
+# Run identity
+# ------------------------------------------------------------------------------------------------
+
+def run_tag(dataset: str, method: str, fraction: float, seed: int, recipe: dict, checkpoint_sha256: str | None,
+            split_sha256: str | None, template: str) -> str:
+    """A tag unique to the cell and to everything its result depends on: a folder is reused only by
+    a rerun of the very same cell (where resuming is right), never by another cell."""
+    digest = config_hash({"recipe": recipe, "checkpoint": checkpoint_sha256, "split": split_sha256,
+                          "template": template})[:10]
+    frac = f"{fraction:g}".replace(".", "p")
+    return f"xmb_{dataset}_{method}_f{frac}_s{seed}_{digest}"
+
+
+def output_dir(root, cfg_file, extra_tag: str) -> Path:
+    """Where tools/train.py writes: ROOT_DIR/output/<cfg path minus its first part and file>/<stem>/<tag>."""
+    cfg_file = str(cfg_file)
+    group = "/".join(cfg_file.split("/")[1:-1])
+    return Path(root) / "output" / group / Path(cfg_file).stem / extra_tag
+
+
+# ------------------------------------------------------------------------------------------------
+# Configs
+# ------------------------------------------------------------------------------------------------
+
+def load_template(name: str) -> dict:
+    if name not in TEMPLATES:
+        raise BenchError(f"openpcdet: no template '{name}' (known: {sorted(TEMPLATES)})")
+    return yaml.safe_load((TEMPLATE_DIR / TEMPLATES[name]).read_text())
+
+
+def _set_processor(cfg: dict, name: str, **fields) -> None:
+    for proc in cfg["DATA_CONFIG"]["DATA_PROCESSOR"]:
+        if proc["NAME"] == name:
+            proc.update(fields)
+            return
+    raise BenchError(f"openpcdet template: no DATA_PROCESSOR '{name}'")
+
+
+def make_config(template: str, root, data_path, version: str, model_cfg: dict, info_train: Path, info_val: Path,
+                db_info: Path | None, recipe: dict, epochs: int) -> dict:
+    """The run's OpenPCDet config: the template with our paths, geometry and schedule filled in."""
+    cfg = copy.deepcopy(load_template(template))
+    family = template.split("_")[0]
+    dc = cfg["DATA_CONFIG"]
+    dc["_BASE_CONFIG_"] = str(Path(root) / "tools" / BASE_CONFIGS[family])
+    lidar = model_cfg["lidar"]
+    dc["POINT_CLOUD_RANGE"] = [float(v) for v in lidar["point_cloud_range"]]
+    if family == "nuscenes":
+        dc["DATA_PATH"] = str(data_path)
+        dc["VERSION"] = version
+        dc["MAX_SWEEPS"] = int(lidar["nsweeps"])
+        dc["INFO_PATH"] = {"train": [str(info_train)], "test": [str(info_val)]}
+    _set_processor(cfg, "transform_points_to_voxels", VOXEL_SIZE=[float(v) for v in lidar["voxel_size"]])
+    for aug in dc["DATA_AUGMENTOR"]["AUG_CONFIG_LIST"]:
+        if aug["NAME"] == "gt_sampling":
+            if db_info is None:
+                dc["DATA_AUGMENTOR"]["DISABLE_AUG_LIST"] = ["gt_sampling"]
+            else:
+                aug["DB_INFO_PATH"] = [str(db_info)]
+                aug["NUM_POINT_FEATURES"] = 5
+        if aug["NAME"] == "random_world_rotation":
+            r = math.radians(recipe["augment"].get("rotation_deg", 45.0))
+            aug["WORLD_ROT_ANGLE"] = [-r, r]
+        if aug["NAME"] == "random_world_scaling":
+            aug["WORLD_SCALE_RANGE"] = [float(v) for v in recipe["augment"].get("scale", [0.9, 1.1])]
+    opt = cfg["OPTIMIZATION"]
+    opt["NUM_EPOCHS"] = int(epochs)
+    opt["LR"] = float(recipe["optimizer"]["lr"])
+    opt["WEIGHT_DECAY"] = float(recipe["optimizer"]["weight_decay"])
+    return cfg
+
+
+def epochs_for(recipe: dict, n_frames: int) -> int:
+    """Our recipe counts iterations at a total batch size; OpenPCDet counts epochs."""
+    return max(1, int(round(recipe["iterations"] * recipe["batch_size"] / max(1, n_frames))))
+
+
+def write_config(cfg: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Info files and the GT database
+# ------------------------------------------------------------------------------------------------
+
+def subset_infos(infos: list[dict], tokens) -> list[dict]:
+    """An existing OpenPCDet info list restricted to the split's frames (in the split's order)."""
+    by_token = {info["token"]: info for info in infos}
+    missing = [t for t in tokens if t not in by_token]
+    if missing:
+        raise BenchError(f"openpcdet infos: {len(missing)} split frame(s) not in the info file, e.g. {missing[0]}")
+    return [by_token[t] for t in tokens]
+
+
+def _transform(translation, rotation, inverse: bool = False) -> np.ndarray:
+    from nuscenes.utils.geometry_utils import transform_matrix
+    from pyquaternion import Quaternion
+
+    return transform_matrix(translation, Quaternion(rotation), inverse=inverse)
+
+
+def nuscenes_infos(nusc, tokens, max_sweeps: int = 10, with_cam: bool = False, with_gt: bool = True) -> list[dict]:
+    """OpenPCDet's nuScenes info dicts (``create_nuscenes_info``'s format) for the given sample tokens."""
+    from nuscenes.eval.detection.utils import category_to_detection_name
+    from pyquaternion import Quaternion
+
+    root = Path(nusc.dataroot)
+    infos = []
+    for token in tokens:
+        sample = nusc.get("sample", token)
+        sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        pose = nusc.get("ego_pose", sd["ego_pose_token"])
+        ref_from_car = _transform(cs["translation"], cs["rotation"], inverse=True)
+        car_from_global = _transform(pose["translation"], pose["rotation"], inverse=True)
+        cam_front = nusc.get("sample_data", sample["data"]["CAM_FRONT"])
+        cam_cs = nusc.get("calibrated_sensor", cam_front["calibrated_sensor_token"])
+        info = {"lidar_path": sd["filename"], "cam_front_path": cam_front["filename"],
+                "cam_intrinsic": np.asarray(cam_cs["camera_intrinsic"]), "token": token, "sweeps": [],
+                "ref_from_car": ref_from_car, "car_from_global": car_from_global, "timestamp": 1e-6 * sd["timestamp"]}
+        lidar_to_global = np.linalg.inv(car_from_global) @ np.linalg.inv(ref_from_car)
+        if with_cam:
+            info["cams"] = {}
+            for cam in ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT",
+                        "CAM_BACK_RIGHT"):
+                csd = nusc.get("sample_data", sample["data"][cam])
+                ccs = nusc.get("calibrated_sensor", csd["calibrated_sensor_token"])
+                cpose = nusc.get("ego_pose", csd["ego_pose_token"])
+                cam_to_global = _transform(cpose["translation"], cpose["rotation"]) @ _transform(
+                    ccs["translation"], ccs["rotation"])
+                cam_to_lidar = np.linalg.inv(lidar_to_global) @ cam_to_global
+                info["cams"][cam] = {
+                    "data_path": csd["filename"], "type": cam, "sample_data_token": csd["token"],
+                    "sensor2ego_translation": ccs["translation"], "sensor2ego_rotation": ccs["rotation"],
+                    "ego2global_translation": cpose["translation"], "ego2global_rotation": cpose["rotation"],
+                    "timestamp": csd["timestamp"], "sensor2lidar_rotation": cam_to_lidar[:3, :3],
+                    "sensor2lidar_translation": cam_to_lidar[:3, 3], "camera_intrinsics": np.asarray(ccs["camera_intrinsic"])}
+        sweeps, cur = [], sd
+        while len(sweeps) < max_sweeps - 1:
+            if not cur["prev"]:
+                sweeps.append(sweeps[-1] if sweeps else {"lidar_path": sd["filename"], "sample_data_token": sd["token"],
+                                                        "transform_matrix": None, "time_lag": 0})
+                continue
+            cur = nusc.get("sample_data", cur["prev"])
+            p = nusc.get("ego_pose", cur["ego_pose_token"])
+            c = nusc.get("calibrated_sensor", cur["calibrated_sensor_token"])
+            global_from_car = _transform(p["translation"], p["rotation"])
+            car_from_current = _transform(c["translation"], c["rotation"])
+            sweeps.append({"lidar_path": cur["filename"], "sample_data_token": cur["token"],
+                           "transform_matrix": ref_from_car @ car_from_global @ global_from_car @ car_from_current,
+                           "global_from_car": global_from_car, "car_from_current": car_from_current,
+                           "time_lag": info["timestamp"] - 1e-6 * cur["timestamp"]})
+        info["sweeps"] = sweeps
+        if with_gt:
+            anns = [nusc.get("sample_annotation", t) for t in sample["anns"]]
+            global_to_lidar = np.linalg.inv(lidar_to_global)
+            rows, vels, names, toks, nl, nr = [], [], [], [], [], []
+            for ann in anns:
+                box_to_lidar = global_to_lidar @ _transform(ann["translation"], ann["rotation"])
+                heading = box_to_lidar[:3, :3] @ np.array([1.0, 0.0, 0.0])
+                vel = global_to_lidar[:3, :3] @ nusc.box_velocity(ann["token"])
+                w, l, h = ann["size"]
+                rows.append([*box_to_lidar[:3, 3], l, w, h, math.atan2(heading[1], heading[0]), vel[0], vel[1]])
+                vels.append(vel)
+                names.append(category_to_detection_name(ann["category_name"]) or IGNORE)
+                toks.append(ann["token"])
+                nl.append(ann["num_lidar_pts"])
+                nr.append(ann["num_radar_pts"])
+            mask = (np.asarray(nl) + np.asarray(nr)) > 0 if anns else np.zeros(0, dtype=bool)
+            info["gt_boxes"] = np.asarray(rows, dtype=np.float64).reshape(-1, 9)[mask]
+            info["gt_boxes_velocity"] = np.asarray(vels, dtype=np.float64).reshape(-1, 3)[mask]
+            info["gt_names"] = np.asarray(names, dtype="<U20")[mask]
+            info["gt_boxes_token"] = np.asarray(toks)[mask]
+            info["num_lidar_pts"] = np.asarray(nl, dtype=np.int64)[mask]
+            info["num_radar_pts"] = np.asarray(nr, dtype=np.int64)[mask]
+        infos.append(info)
+    return infos
+
+
+def write_pickle(obj, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(obj, f)
+    tmp.replace(path)
+    return path
+
+
+def _info_points(root: Path, info: dict, max_sweeps: int) -> np.ndarray:
+    """The frame's points as OpenPCDet's loader builds them (x, y, z, intensity, time lag), with all
+    sweeps of the info (OpenPCDet draws max_sweeps - 1 of them; the info holds exactly that many)."""
+    key = np.fromfile(root / info["lidar_path"], dtype=np.float32).reshape(-1, 5)[:, :4]
+    parts = [np.concatenate([key, np.zeros((len(key), 1), np.float32)], axis=1)]
+    seen = set()
+    for sw in info["sweeps"][:max_sweeps - 1]:
+        if sw["transform_matrix"] is None or sw["sample_data_token"] in seen:
+            continue
+        seen.add(sw["sample_data_token"])
+        pts = np.fromfile(root / sw["lidar_path"], dtype=np.float32).reshape(-1, 5)[:, :4]
+        pts = pts[~((np.abs(pts[:, 0]) < 1.0) & (np.abs(pts[:, 1]) < 1.0))]
+        xyz = (sw["transform_matrix"] @ np.vstack([pts[:, :3].T, np.ones(len(pts))]))[:3].T
+        parts.append(np.concatenate([xyz.astype(np.float32), pts[:, 3:4],
+                                     np.full((len(pts), 1), sw["time_lag"], np.float32)], axis=1))
+    return np.concatenate(parts)
+
+
+def write_gt_database(root, infos: list[dict], out_dir: Path, max_sweeps: int, used_classes=None) -> Path:
+    """OpenPCDet's ``create_groundtruth_database`` output for these infos (the split's frames only):
+    one .bin of float32 (x, y, z, intensity, time lag) per object, relative to the box centre, and
+    ``nuscenes_dbinfos_<n>sweeps_withvelo.pkl``. Paths are absolute (OpenPCDet joins them to its
+    root path, which leaves an absolute path unchanged)."""
+    root = Path(root)
+    db_dir = out_dir / f"gt_database_{max_sweeps}sweeps_withvelo"
+    db_dir.mkdir(parents=True, exist_ok=True)
+    all_db: dict[str, list] = {}
+    for idx, info in enumerate(infos):
+        points = _info_points(root, info, max_sweeps)
+        for i, (box, name) in enumerate(zip(info["gt_boxes"], info["gt_names"])):
+            gt_points = points[points_in_box(points, box)].copy()
+            gt_points[:, :3] -= box[:3]
+            path = db_dir / f"{idx}_{name}_{i}.bin"
+            gt_points.astype(np.float32).tofile(path)
+            if used_classes is None or name in used_classes:
+                all_db.setdefault(str(name), []).append({
+                    "name": str(name), "path": str(path), "image_idx": idx, "gt_idx": i, "box3d_lidar": box,
+                    "num_points_in_gt": gt_points.shape[0], "token": info["token"]})
+    return write_pickle(all_db, out_dir / f"nuscenes_dbinfos_{max_sweeps}sweeps_withvelo.pkl")
+
+
+# ------------------------------------------------------------------------------------------------
+# The command and its results
+# ------------------------------------------------------------------------------------------------
+
+def train_command(cfg_file: Path, extra_tag: str, batch_size: int, epochs: int, gpus: int = 1,
+                  pretrained: Path | None = None, workers: int = 4) -> list[str]:
+    """The command line, run from OpenPCDet's tools/ folder."""
+    args = ["--cfg_file", str(cfg_file), "--extra_tag", extra_tag, "--batch_size", str(batch_size),
+            "--epochs", str(epochs), "--workers", str(workers)]
+    if pretrained is not None:
+        args += ["--pretrained_model", str(pretrained)]
+    if gpus > 1:
+        return ["bash", "scripts/dist_train.sh", str(gpus), *args]
+    return ["python", "train.py", *args]
+
+
+_LOADING = re.compile(r"==> Loading parameters from checkpoint (\S+) to")
+_DONE = re.compile(r"==> Done \(loaded (\d+)/(\d+)\)")
+_NOT_UPDATED = re.compile(r"Not updated weight (\S+):")
+
+
+def parse_load(log_text: str, checkpoint: Path | str | None = None) -> dict | None:
+    """The ``load_params_from_file`` record of our checkpoint: loaded X of Y model tensors and the
+    backbone_3d tensors OpenPCDet did not update. None when the log shows no such load."""
+    lines = log_text.splitlines()
+    for i, line in enumerate(lines):
+        m = _LOADING.search(line)
+        if not m or (checkpoint is not None and Path(m.group(1)).name != Path(checkpoint).name):
+            continue
+        missed = []
+        for later in lines[i + 1:]:
+            nu = _NOT_UPDATED.search(later)
+            if nu:
+                missed.append(nu.group(1))
+                continue
+            done = _DONE.search(later)
+            if done:
+                bb_missed = [k for k in missed if k.startswith("backbone_3d.")]
+                return {"loaded": int(done.group(1)), "total": int(done.group(2)),
+                        "backbone_missed": len(bb_missed), "backbone_missed_keys": bb_missed[:20]}
+    return None
+
+
+def check_load(load: dict | None, pretrained: bool, log_path) -> None:
+    if not pretrained:
+        return
+    if load is None:
+        raise BenchError(f"{log_path}: no '==> Done (loaded X/Y)' record of the pretrained checkpoint; "
+                         "OpenPCDet did not load --pretrained_model")
+    if load["loaded"] == 0:
+        raise BenchError(f"{log_path}: OpenPCDet loaded 0/{load['total']} tensors of the pretrained checkpoint; "
+                         "the run would train from scratch (check model.lidar against the OpenPCDet template)")
+    if load["backbone_missed"]:
+        raise BenchError(f"{log_path}: OpenPCDet left {load['backbone_missed']} backbone_3d tensors at their "
+                         f"initial values (e.g. {load['backbone_missed_keys'][0]}); the checkpoint does not match "
+                         "the template's BACKBONE_3D")
+
+
+def parse_log_metrics(log_text: str) -> dict:
+    """mAP and NDS of the last evaluation printed in the log (format_nuscene_results' lines)."""
+    out = {}
+    maps = list(re.finditer(r"mAP:\s+([0-9.]+)", log_text))
+    nds = list(re.finditer(r"NDS:\s+([0-9.]+)", log_text))
+    if maps:
+        out["mean_ap"] = float(maps[-1].group(1))
+    if nds:
+        out["nds"] = float(nds[-1].group(1))
+    return out
+
+
+def find_metrics_summary(out_dir: Path) -> Path | None:
+    """eval/eval_with_train/epoch_<N>/<split>/final_result/data/metrics_summary.json of the last epoch."""
+    found = list(Path(out_dir).glob("eval/eval_with_train/epoch_*/*/final_result/data/metrics_summary.json"))
+    if not found:
+        return None
+
+    def epoch(p: Path) -> float:
+        try:
+            return float(p.parents[3].name.split("_", 1)[1])
+        except ValueError:
+            return -1.0
+    return max(found, key=epoch)
+
+
+def latest_train_log(out_dir: Path) -> Path | None:
+    logs = sorted(Path(out_dir).glob("train_*.log"))
+    return logs[-1] if logs else None
+
+
+def read_results(out_dir: Path, checkpoint: Path | None) -> dict:
+    """Our metrics (and the load record) from an OpenPCDet output folder."""
+    import json
+
+    from .nuscenes_eval import summary_to_metrics
+
+    log = latest_train_log(out_dir)
+    if log is None:
+        raise BenchError(f"{out_dir}: no train_*.log; OpenPCDet did not start (see openpcdet_stdout.log)")
+    text = log.read_text(errors="replace")
+    load = parse_load(text, checkpoint) if checkpoint is not None else None
+    check_load(load, checkpoint is not None, log)
+    summary_path = find_metrics_summary(out_dir)
+    if summary_path is not None:
+        metrics = summary_to_metrics(json.loads(summary_path.read_text()))
+        metrics["metrics_summary"] = str(summary_path)
+    else:
+        metrics = parse_log_metrics(text)
+        if "mean_ap" not in metrics:
+            raise BenchError(f"{out_dir}: no metrics_summary.json and no 'mAP:' line in {log.name}; "
+                             "the evaluation after training did not run")
+    metrics["openpcdet_log"] = str(log)
+    return {"metrics": metrics, "load": load}
+
+
+def run(command: list[str], root, stdout_path: Path, env=None) -> None:
+    stdout_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(stdout_path, "w") as out:
+        proc = subprocess.run(command, cwd=Path(root) / "tools", stdout=out, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        tail = stdout_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise BenchError(f"openpcdet: {' '.join(command[:2])} exited with {proc.returncode}: {tail[0][:300]} "
+                         f"(full output: {stdout_path})")
