@@ -20,7 +20,7 @@ from xmbench.pretraining.loop import Pretrainer
 
 TARGET = {"clap": 3.0, "clap_uniform": 3.0, "clap_noproto": 3.0}
 DEFAULT_TARGET = 1.5
-REPEATS = 5
+REPEATS = 7
 
 
 def _backbone_step(module, batch, views=1):
