@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +53,14 @@ def load_method(name: str, methods_dir: Path = METHODS_DIR) -> MethodSpec:
 
 def discover(methods_dir: Path = METHODS_DIR) -> list[str]:
     return sorted(p.parent.name for p in methods_dir.glob("*/method.yaml"))
+
+
+def method_module(name: str, methods_dir: Path = METHODS_DIR):
+    """Another method's method.py as a module, loaded once: how ablation folders reuse a method."""
+    key = f"xmbench_method_{name}_shared"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, methods_dir / name / "method.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]

@@ -4,20 +4,8 @@ The implementation is CLAP's (methods/clap/method.py, loaded by path); only the 
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from xmbench.methods import method_module
 
 
-def _load_clap():
-    name = "xmbench_method_clap_shared"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "clap" / "method.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-class CLAPUniform(_load_clap().CLAP):
+class CLAPUniform(method_module("clap").CLAP):
     RAY_SAMPLING = "uniform"
