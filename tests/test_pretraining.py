@@ -145,3 +145,17 @@ def test_truncated_lidar_file_fails_pretraining_with_the_file_named(tiny_index, 
     assert f"{victim}: truncated .pcd.bin" in record["reason"]
     assert not (out / "checkpoint.pth").exists()
     assert "truncated .pcd.bin" in res.stderr.strip().splitlines()[-1]
+
+
+def test_a_state_saved_by_another_config_is_not_resumed(tiny_index, test_config, tmp_path, capsys):
+    """A re-run after a config change must start over, not continue the old run's weights."""
+    Pretrainer(load_method("crosspoint"), _cfg(test_config, epochs=1, max_steps_per_epoch=1), tiny_index["index"],
+               tmp_path).run()
+    assert torch.load(tmp_path / "last.pth", weights_only=False)["epoch"] == 0
+    capsys.readouterr()
+    Pretrainer(load_method("crosspoint"), _cfg(test_config, epochs=1, max_steps_per_epoch=2), tiny_index["index"],
+               tmp_path).run()
+    err = capsys.readouterr().err
+    assert "ignoring" in err and "resuming" not in err
+    rows = [json.loads(line) for line in (tmp_path / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1]

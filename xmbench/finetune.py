@@ -40,6 +40,12 @@ class FinetuneContext:
     threads: int = 1
     engine_cfg: dict | None = None       # the config's section named after the engine (e.g. `openpcdet`)
     split_sha256: str | None = None
+    checkpoint_sha256: str | None = None
+
+    def fingerprint(self) -> str:
+        """What a saved training state must match to be resumed by this run."""
+        return config_hash({"recipe": self.recipe, "model": self.model_cfg, "seed": self.seed, "task": self.task,
+                            "split": self.split_sha256, "init": self.checkpoint_sha256})
 
 
 def load_backbone_init(encoder: torch.nn.Module, checkpoint: Path | None) -> dict:
@@ -99,11 +105,12 @@ class TrainState:
     The log is cut back to the checkpointed step on resume, so it never holds a step twice.
     """
 
-    def __init__(self, path: Path, log_path: Path):
-        self.path, self.log_path = Path(path), Path(log_path)
+    def __init__(self, path: Path, log_path: Path, fingerprint: str):
+        self.path, self.log_path, self.fingerprint = Path(path), Path(log_path), fingerprint
 
     def save(self, next_step: int, model, optimizer, schedule) -> None:
-        state = {"next_step": next_step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        state = {"next_step": next_step, "fingerprint": self.fingerprint, "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(),
                  "schedule": schedule.state_dict()}
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
@@ -113,6 +120,10 @@ class TrainState:
             self.log_path.unlink(missing_ok=True)
             return 0
         state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != self.fingerprint:
+            print(f"ignoring {self.path}: it was saved by a run with another recipe, init or split", file=sys.stderr)
+            self.log_path.unlink(missing_ok=True)
+            return 0
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -156,7 +167,7 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
         ctx = FinetuneContext(dataset, task.name, method, fraction, seed, recipe, cfg["model"],
                               load_json(index_path), load_json(labels_path), tokens, checkpoint, out_dir,
                               torch.device(device), cfg.get("threads", 1), cfg.get(engine_name),
-                              prov["split_sha256"])
+                              prov["split_sha256"], prov["checkpoint_sha256"])
         result = module.finetune(ctx)
         record["metrics"] = result["metrics"]
         record["init"] = result.get("init")

@@ -13,7 +13,6 @@ both tasks train and score identically apart from what is trainable.
 from __future__ import annotations
 
 import hashlib
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -127,11 +126,7 @@ def finetune(ctx: FinetuneContext) -> dict:
     image_size = tuple(ctx.model_cfg["image"]["size"])
     train_set = FrameDataset(ctx.index, ctx.train_tokens, image_size, labels=ctx.labels, with_images=False)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    # the segmentation loop's last argument is its run folder (train_log.jsonl and resumable state
-    # inside); earlier versions took the log file itself
-    last = list(inspect.signature(seg.train).parameters)[-1]
-    seg.train(model, train_set, ctx.recipe, ctx.seed, ctx.device,
-              ctx.out_dir if last == "out_dir" else ctx.out_dir / "train_log.jsonl")
+    seg.train(model, train_set, ctx.recipe, ctx.seed, ctx.device, ctx.out_dir, ctx.fingerprint())
     if _digest(model.encoder) != frozen:
         raise BenchError("linear_probe: the frozen encoder changed during training")
     val_tokens = [f["token"] for f in ctx.index["frames"] if f["split"] == "val"]

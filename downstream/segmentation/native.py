@@ -52,12 +52,13 @@ def _augment(batch: dict, recipe: dict, g: torch.Generator) -> tuple[torch.Tenso
     return view.points, view.batch_idx, batch["seg_labels"][view.keep]
 
 
-def train(model: SegmentationModel, data: FrameDataset, recipe: dict, seed: int, device, out_dir: Path) -> None:
+def train(model: SegmentationModel, data: FrameDataset, recipe: dict, seed: int, device, out_dir: Path,
+          fingerprint: str = "") -> None:
     """Every step's batch and augmentation derive from (seed, step), and the state is saved every
     `checkpoint_every` steps, so a killed job resumes to the same weights it would have reached."""
     optimizer = make_optimizer(recipe, model.parameters())
     schedule = warmup_cosine(optimizer, recipe)
-    state = TrainState(out_dir / "train_state.pth", out_dir / "train_log.jsonl")
+    state = TrainState(out_dir / "train_state.pth", out_dir / "train_log.jsonl", fingerprint)
     start = state.resume(model, optimizer, schedule)
     every = recipe.get("checkpoint_every", 50)
     model.train()
@@ -122,7 +123,7 @@ def finetune(ctx: FinetuneContext) -> dict:
     image_size = tuple(ctx.model_cfg["image"]["size"])
     train_set = FrameDataset(ctx.index, ctx.train_tokens, image_size, labels=ctx.labels, with_images=False)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    train(model, train_set, ctx.recipe, ctx.seed, ctx.device, ctx.out_dir)
+    train(model, train_set, ctx.recipe, ctx.seed, ctx.device, ctx.out_dir, ctx.fingerprint())
     val_tokens = [f["token"] for f in ctx.index["frames"] if f["split"] == "val"]
     val_set = FrameDataset(ctx.index, val_tokens, image_size, labels=None, with_images=False)
     results = ctx.out_dir / "eval"

@@ -212,7 +212,9 @@ class CLAP(nn.Module):
         cand, valid = self._lidar_candidates(batch)
         sky = torch.arange(h, device=cand.device) >= int(hp["sky_region"] * h)
         uniform_pix = sky.view(1, h, 1).expand(bsz * n_cam, h, w).float()
-        curvature = self.RAY_SAMPLING == "curvature" and batch.get("epoch", 0) >= hp["uniform_epochs"]
+        # the warm-up is 4 of the paper's 12 epochs; a benchmark-shortened schedule keeps its proportion
+        curvature = self.RAY_SAMPLING == "curvature" and batch.get("epoch", 0) >= (
+            hp["uniform_epochs"] * batch.get("epochs", 1) / batch.get("method_epochs", 1))
         if not curvature:
             rows = draw(valid.float(), hp["lidar_rays"], g)
             pix = draw(uniform_pix.flatten(1), hp["pixel_rays"], g)

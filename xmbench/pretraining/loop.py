@@ -175,11 +175,19 @@ class Pretrainer:
         self.schedules = {k: make_schedule(spec, o, total, self.steps_per_epoch) for k, o in self.optimizers.items()}
         self.state_path = self.out_dir / "last.pth"
         self.log_path = self.out_dir / "loss_log.jsonl"
+        # what a saved state must match to be resumed: a state of another config is never continued
+        self.fingerprint = config_hash({"method": spec.spec, "model": cfg["model"], "settings": self.settings,
+                                        "index": sha256_file(self.index_path), "world": self.dist.world})
 
     def _resume(self) -> int:
         if not self.state_path.exists():
             return 0
         state = torch.load(self.state_path, map_location=self.device, weights_only=False)
+        if state.get("fingerprint") != self.fingerprint:
+            print(f"ignoring {self.state_path}: it was saved by a run with another method, config or index",
+                  file=sys.stderr)
+            self.log_path.unlink(missing_ok=True)
+            return 0
         self.module.load_state_dict(state["model"])
         for k in self.optimizers:
             self.optimizers[k].load_state_dict(state["optimizers"][k])
@@ -191,7 +199,7 @@ class Pretrainer:
     def _save_state(self, epoch: int) -> None:
         if not self.dist.main:
             return
-        state = {"epoch": epoch, "model": self.module.state_dict(),
+        state = {"epoch": epoch, "fingerprint": self.fingerprint, "model": self.module.state_dict(),
                  "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                  "schedules": {k: s.state_dict() for k, s in self.schedules.items()},
                  "torch_rng": torch.get_rng_state()}
@@ -223,6 +231,8 @@ class Pretrainer:
                     batch["generator"] = torch.Generator().manual_seed(
                         ((self.settings.seed * 100003 + epoch) * 100003 + step) * 64 + self.dist.rank)
                     batch["epoch"], batch["step"] = epoch, epoch * self.steps_per_epoch + step
+                    batch["epochs"] = self.settings.epochs
+                    batch["method_epochs"] = self.spec.value("schedule", "epochs")
                     terms = self.model(batch)
                     _check_finite(terms, epoch, epoch * self.steps_per_epoch + step)
                     loss = sum(terms.values())
