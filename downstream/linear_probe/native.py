@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from xmbench.data.frames import FrameDataset
 from xmbench.errors import BenchError
 from xmbench.finetune import FinetuneContext, load_backbone_init
 from xmbench.models.build import build_lidar_backbone
@@ -116,27 +115,13 @@ def _digest(module: nn.Module) -> str:
 
 def finetune(ctx: FinetuneContext) -> dict:
     seg = segmentation_engine()
-    names = ctx.labels["lidarseg_coarse_names"]
-    if not names:
-        raise BenchError(f"dataset '{ctx.dataset}' has no lidarseg labels; linear probing needs them")
     torch.manual_seed(ctx.seed)
-    model = LinearProbeModel(ctx.model_cfg, len(names)).to(ctx.device)
+    model = LinearProbeModel(ctx.model_cfg, len(seg.class_names(ctx))).to(ctx.device)
     init = load_backbone_init(model.encoder, ctx.init_checkpoint)
     frozen = _digest(model.encoder)
-    image_size = tuple(ctx.model_cfg["image"]["size"])
-    train_set = FrameDataset(ctx.index, ctx.train_tokens, image_size, labels=ctx.labels, with_images=False)
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    seg.train(model, train_set, ctx.recipe, ctx.seed, ctx.device, ctx.out_dir, ctx.fingerprint())
+    metrics = seg.run(ctx, model)
     if _digest(model.encoder) != frozen:
         raise BenchError("linear_probe: the frozen encoder changed during training")
-    val_tokens = [f["token"] for f in ctx.index["frames"] if f["split"] == "val"]
-    val_set = FrameDataset(ctx.index, val_tokens, image_size, labels=None, with_images=False)
-    results = ctx.out_dir / "eval"
-    seg.predict_val(model, val_set, results / "lidarseg" / ctx.index["eval_sets"]["val"], ctx.device)
-    res = seg.evaluate(ctx.index, results)
-    iou = {k: (None if v is None or np.isnan(v) else float(v)) for k, v in res["iou_per_class"].items()
-           if k != "ignore"}
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"metrics": {"miou": float(res["miou"]), "freq_weighted_iou": float(res["freq_weighted_iou"]),
-                        "iou_per_class": iou},
+    return {"metrics": metrics,
             "init": {**init, "encoder_frozen": True, "encoder_sha256": frozen, "trainable_parameters": trainable}}

@@ -113,13 +113,17 @@ def evaluate(index: dict, results_folder: Path) -> dict:
     return LidarSegEval(nusc, str(results_folder), eval_set=eval_set, verbose=False).evaluate()
 
 
-def finetune(ctx: FinetuneContext) -> dict:
+def class_names(ctx: FinetuneContext) -> list[str]:
     names = ctx.labels["lidarseg_coarse_names"]
     if not names:
-        raise BenchError(f"dataset '{ctx.dataset}' has no lidarseg labels; segmentation needs them")
-    torch.manual_seed(ctx.seed)
-    model = SegmentationModel(ctx.model_cfg, len(names)).to(ctx.device)
-    init = load_backbone_init(model.encoder, ctx.init_checkpoint)
+        raise BenchError(f"dataset '{ctx.dataset}' has no lidarseg labels; {ctx.task} needs them")
+    return names
+
+
+def run(ctx: FinetuneContext, model: nn.Module) -> dict:
+    """Train ``model`` (its encoder already initialised) on the labelled split, predict the val split
+    and score it with the devkit. Shared by every lidarseg protocol (full finetuning here, the linear
+    probe), so they differ only in the model they pass."""
     image_size = tuple(ctx.model_cfg["image"]["size"])
     train_set = FrameDataset(ctx.index, ctx.train_tokens, image_size, labels=ctx.labels, with_images=False)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +135,12 @@ def finetune(ctx: FinetuneContext) -> dict:
     res = evaluate(ctx.index, results)
     iou = {k: (None if v is None or np.isnan(v) else float(v)) for k, v in res["iou_per_class"].items()
            if k != "ignore"}
-    return {"metrics": {"miou": float(res["miou"]), "freq_weighted_iou": float(res["freq_weighted_iou"]),
-                        "iou_per_class": iou},
-            "init": init}
+    return {"miou": float(res["miou"]), "freq_weighted_iou": float(res["freq_weighted_iou"]),
+            "iou_per_class": iou}
+
+
+def finetune(ctx: FinetuneContext) -> dict:
+    torch.manual_seed(ctx.seed)
+    model = SegmentationModel(ctx.model_cfg, len(class_names(ctx))).to(ctx.device)
+    init = load_backbone_init(model.encoder, ctx.init_checkpoint)
+    return {"metrics": run(ctx, model), "init": init}
