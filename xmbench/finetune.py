@@ -70,13 +70,20 @@ def load_backbone_init(encoder: torch.nn.Module, checkpoint: Path | None) -> dic
     return {"loaded": len(matched), "total": total}
 
 
+def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                    betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
+    """The one place optimizers are built, for pretraining (method.yaml) and finetuning (task.yaml)."""
+    extra = {"betas": tuple(betas)} if betas is not None else {}
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **extra)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **extra)
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+
+
 def make_optimizer(recipe: dict, params) -> torch.optim.Optimizer:
     opt = recipe["optimizer"]
-    if opt["name"] == "adamw":
-        return torch.optim.AdamW(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
-    if opt["name"] == "adam":
-        return torch.optim.Adam(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
-    return torch.optim.SGD(params, lr=opt["lr"], weight_decay=opt["weight_decay"], momentum=0.9)
+    return build_optimizer(opt["name"], params, opt["lr"], opt["weight_decay"])
 
 
 def warmup_cosine(optimizer, recipe: dict):

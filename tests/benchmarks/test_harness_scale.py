@@ -10,7 +10,6 @@ work to the ``benchmark`` fixture (one round) so `pytest --benchmark-enable` rec
   interleaved rounds so that both see the same machine load.
 """
 import json
-import os
 import re
 import subprocess
 import sys

@@ -169,9 +169,7 @@ def _transform(translation, rotation, inverse: bool = False) -> np.ndarray:
 def nuscenes_infos(nusc, tokens, max_sweeps: int = 10, with_cam: bool = False, with_gt: bool = True) -> list[dict]:
     """OpenPCDet's nuScenes info dicts (``create_nuscenes_info``'s format) for the given sample tokens."""
     from nuscenes.eval.detection.utils import category_to_detection_name
-    from pyquaternion import Quaternion
 
-    root = Path(nusc.dataroot)
     infos = []
     for token in tokens:
         sample = nusc.get("sample", token)

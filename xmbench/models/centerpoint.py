@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 # OpenPCDet's head grouping for nuScenes (cbgs_voxel0075_res3d_centerpoint.yaml) and

@@ -25,6 +25,7 @@ from ..atomic import atomic_path, sha256_file, write_text
 from ..config import config_hash
 from ..data.frames import FrameDataset, collate, load_json
 from ..errors import BenchError
+from ..finetune import build_optimizer
 from ..methods import MethodSpec
 from ..models.build import build_image_backbone, build_lidar_backbone
 from ..provenance import provenance
@@ -58,17 +59,10 @@ def seed_everything(seed: int) -> None:
 
 
 def _optimizer(opt: dict, params) -> torch.optim.Optimizer:
-    lr = opt["lr"]["value"]
-    wd = opt.get("weight_decay", {}).get("value", 0.0)
-    if opt["name"] == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd, **_betas(opt))
-    if opt["name"] == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **_betas(opt))
-    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=opt.get("momentum", {}).get("value", 0.9))
-
-
-def _betas(opt: dict) -> dict:
-    return {"betas": tuple(opt["betas"]["value"])} if "betas" in opt else {}
+    """method.yaml's optimizer entry, whose every value is cited as {value, source}."""
+    value = {k: v["value"] for k, v in opt.items() if isinstance(v, dict)}
+    return build_optimizer(opt["name"], params, value["lr"], value.get("weight_decay", 0.0),
+                           value.get("momentum", 0.9), value.get("betas"))
 
 
 def make_optimizers(spec: MethodSpec, model: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
