@@ -13,10 +13,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def slurm_cluster():
+    """Stopped afterwards: a config left behind for a dead controller slows every later snakemake start."""
     res = subprocess.run(["bash", str(REPO / "tests" / "slurm" / "start_cluster.sh")], capture_output=True, text=True,
                          timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res.stdout
+    try:
+        assert res.returncode == 0, res.stderr[-3000:]
+        yield res.stdout
+    finally:
+        subprocess.run(["bash", str(REPO / "tests" / "slurm" / "stop_cluster.sh")], check=False)
 
 
 @pytest.fixture(scope="module")

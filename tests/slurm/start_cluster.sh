@@ -2,7 +2,11 @@
 # A one-node SLURM cluster on this machine, for the tests: Debian's slurmctld, slurmd and munge.
 # GPUs are a counted GRES (no devices), so GPU requests schedule without a GPU. No accounting
 # database: the tests query job state with squeue, which MinJobAge keeps answering after a job ends.
-# Idempotent; needs root. Prints the cluster's state on success.
+# Idempotent; needs root. Prints the cluster's state on success. Stop it with stop_cluster.sh: a
+# slurm.conf left in /etc/slurm after the daemons stop makes every later `scontrol show config` wait
+# 10 s for the dead controller, and the Snakemake SLURM plugin runs that command whenever snakemake
+# starts. (A private SLURM_CONF would avoid that, but the plugin deletes SLURM_* variables inside
+# jobs, so srun there could not find it.)
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "error: starting the test SLURM cluster needs root (apt-get, daemons)" >&2; exit 1; }
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
@@ -23,6 +27,7 @@ pkill -x slurmctld 2>/dev/null || true
 sleep 1
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /var/lib/munge /var/log/munge
 cat > /etc/slurm/slurm.conf <<CONF
+# xmbench test cluster (tests/slurm/start_cluster.sh)
 ClusterName=xmbench-test
 SlurmctldHost=${host}
 SlurmUser=root
@@ -56,6 +61,7 @@ for i in 0 1; do
   [ -c "/var/lib/xmbench-fake-gpus/gpu$i" ] || mknod "/var/lib/xmbench-fake-gpus/gpu$i" c 1 3
 done
 cat > /etc/slurm/gres.conf <<CONF
+# xmbench test cluster (tests/slurm/start_cluster.sh)
 AutoDetect=off
 NodeName=${host} Name=gpu File=/var/lib/xmbench-fake-gpus/gpu[0-1]
 CONF
