@@ -6,8 +6,9 @@ work to the ``benchmark`` fixture (one round) so `pytest --benchmark-enable` rec
   (`snakemake -n`, several hundred jobs) takes under 10 s.
 - Building the leaderboard (leaderboard.csv, per-task tables, gains, report.md; plots excluded: their
   cost does not grow with the number of runs) from 10,000 metrics.json takes at most twice as long as
-  merely reading those files (open + json.loads, records kept), measured in the same run, best of 3
-  interleaved rounds so that both see the same machine load.
+  merely reading those files with the standard library (open + json.loads, records kept), measured
+  in the same run, best of 3 interleaved rounds so that both see the same machine load. The build
+  parses with orjson; the reference stays the stdlib reading a user would write.
 """
 import json
 import re
