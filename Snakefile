@@ -20,6 +20,7 @@ try:
     CFG = check_config(config, "config (config/default.yaml or --configfile)")
     METHODS = {m: load_method(m) for m in CFG["methods"]}
     TASKS = {t: load_task(t) for t in CFG["tasks"]}
+    TASK_SETTINGS = {t: spec.settings_hash() for t, spec in TASKS.items()}  # a finetune param: edits re-run cells
     for _task in TASKS:
         _engine = CFG.get("engines", {}).get(_task, TASKS[_task].spec["default_engine"])
         if _engine not in TASKS[_task].spec["engines"]:
@@ -196,6 +197,7 @@ rule finetune:
         pretrain_arg=lambda wc, input: f"--pretrain {input.pretrain}" if input.pretrain else "",
         recipe=lambda wc: config_hash(TASKS[wc.task].recipe(CFG["datasets"][wc.dataset]["recipe_profile"],
                                                             FRACTIONS[wc.frac])),
+        task_settings=lambda wc: TASK_SETTINGS[wc.task],
     threads: CFG.get("threads", 1)
     resources:
         cpus_per_task=lambda wc: slurm(finetune_resources(wc.task, wc.dataset))["cpus_per_task"],

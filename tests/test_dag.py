@@ -45,8 +45,11 @@ def dag_results(tmp_path_factory):
 
 
 def test_leaderboard_has_a_row_per_cell_with_devkit_miou(dag_results, test_config):
-    full = pd.read_csv(dag_results / "leaderboard.csv")
-    assert len(full) == len(METHODS) * len(test_config["fractions"]) * len(test_config["seeds"])
+    everything = pd.read_csv(dag_results / "leaderboard.csv")
+    assert len(everything) == (len(METHODS) * len(test_config["fractions"]) * len(test_config["seeds"])
+                               * len(test_config["tasks"]))
+    assert set(everything["task"]) == set(test_config["tasks"])
+    full = everything[everything["task"] == "segmentation"]
     assert set(full["method"]) == set(METHODS)
     broken = full[full["method"] == "zz_broken"]
     assert (broken["status"] == "failed").all()
@@ -64,6 +67,20 @@ def test_leaderboard_has_a_row_per_cell_with_devkit_miou(dag_results, test_confi
     assert {"50%", "100%", "n@50%", "n@100%"} <= set(table.columns)
     png = dag_results / "plots" / "label_efficiency_synthetic_nuscenes_segmentation.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_detection_cells_are_scored_by_the_devkit(dag_results, test_config):
+    board = pd.read_csv(dag_results / "leaderboard.csv")
+    det = board[(board["task"] == "detection") & (board["method"] != "zz_broken")]
+    assert len(det) == 3 * len(test_config["fractions"]) and (det["status"] == "ok").all(), det["reason"]
+    assert det["primary_metric"].eq("mAP").all() and det["primary_value"].between(0, 100).all()
+    assert det["metrics.nds"].between(0, 1).all()
+    for col in ("metrics.ap_per_class.car", "metrics.mATE", "metrics.ap_per_class_per_distance.car.2.0"):
+        assert col in det.columns
+    table = pd.read_csv(dag_results / "leaderboard_synthetic_nuscenes_detection.csv")
+    assert set(table["method"]) == set(METHODS)
+    broken = board[(board["task"] == "detection") & (board["method"] == "zz_broken")]
+    assert (broken["status"] == "failed").all()
 
 
 def test_recipe_and_split_identical_across_methods(dag_results, test_config):

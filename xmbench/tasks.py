@@ -39,6 +39,17 @@ class TaskSpec:
         return name, module
 
 
+    def settings_hash(self) -> str:
+        """Hash of every settings file of the task (task.yaml, native.yaml, engine templates): the
+        finetuning rule carries it as a param so that editing one re-runs the cells it affects."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for path in sorted(p for ext in ("*.yaml", "*.yml", "*.json") for p in self.folder.rglob(ext)):
+            h.update(str(path.relative_to(self.folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+        return h.hexdigest()[:16]
+
+
 def recipe_hash(recipe: dict) -> str:
     return config_hash(recipe)
 
