@@ -18,3 +18,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip check
   echo "$want" > "$stamp"
 fi
+# The Waymo tools (conversion, the TFRecord generator, Waymo's metric ops) need TensorFlow 2.13 and
+# numpy 1.23, which clash with this environment: they get their own .venv-waymo.
+bash envs/setup_waymo.sh

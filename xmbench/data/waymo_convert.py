@@ -1,8 +1,10 @@
 """Convert Waymo Open Dataset TFRecords into per-frame files plus the benchmark's frame index.
 
-Runs only in the Waymo environment (``.venv-waymo``, see ``envs/setup_waymo.sh``): it decodes
-range images with waymo_open_dataset's own ``frame_utils`` so the geometry (beam layout, TOP's
-per-pixel pose, extrinsics) is Waymo's, not a re-implementation. Nothing here needs torch.
+Runs only in the Waymo environment (``.venv-waymo``, see ``envs/setup_waymo.sh``): range images
+become points through waymo_open_dataset's own ``frame_utils.convert_range_image_to_point_cloud``,
+so the geometry (beam layout, TOP's per-pixel pose, extrinsics) is Waymo's, not a
+re-implementation (the tests check the result equals frame_utils' own parse + convert bit for
+bit). Nothing here needs torch.
 
     .venv-waymo/bin/python -m xmbench.data.waymo_convert --tfrecords DIR_OR_FILES... --out DIR
 
@@ -20,7 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 # TensorFlow prints several lines of start-up chatter to stderr; a failed run must end in one line.
@@ -103,38 +108,95 @@ def read_frames(path: Path):
                 raise BenchError(f"{path}: record {i} is not a Waymo Frame (no context name or timestamp)")
             yield frame
     except tf.errors.OpError as exc:
-        reason = exc.message.splitlines()[0] if exc.message else type(exc).__name__
-        raise BenchError(f"{path}: not a readable TFRecord file ({reason})") from None
+        raise BenchError(f"{path}: not a readable TFRecord file ({_op_reason(exc)})") from None
+
+
+def _op_reason(exc: tf.errors.OpError) -> str:
+    """TensorFlow's message without its op and device decorations."""
+    text = (exc.message or type(exc).__name__).splitlines()[0]
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
 
 
 # --------------------------------------------------------------------------------------------
 # Points and segmentation labels
 # --------------------------------------------------------------------------------------------
 
-def _calibration_subset(frame: dataset_pb2.Frame, lasers: list[int]) -> dataset_pb2.Frame:
-    """A frame holding only the pose and the calibrations of ``lasers``.
+@dataclass(frozen=True)
+class _Shape:
+    dims: tuple
 
-    frame_utils converts every calibrated laser and fails on one without a range image; the
+
+@dataclass(frozen=True)
+class Matrix:
+    """A decoded MatrixFloat / MatrixInt32 with numpy data.
+
+    frame_utils reads only ``.data`` and ``.shape.dims``; numpy data spares TensorFlow converting
+    the ~700k-element repeated fields of a real TOP image element by element.
+    """
+
+    data: np.ndarray
+    shape: _Shape
+
+    def array(self) -> np.ndarray:
+        return self.data.reshape(self.shape.dims)
+
+
+def decode_matrix(blob: bytes, proto_type) -> Matrix:
+    """A zlib-compressed serialized matrix, as the dataset stores range images and their companions."""
+    try:
+        m = proto_type.FromString(zlib.decompress(blob))
+    except (zlib.error, DecodeError) as exc:
+        raise BenchError(f"corrupt compressed {proto_type.DESCRIPTOR.name} ({exc})") from None
+    dtype = np.float32 if proto_type is dataset_pb2.MatrixFloat else np.int32
+    data = np.asarray(m.data, dtype=dtype)
+    if data.size != int(np.prod(m.shape.dims)):
+        raise BenchError(f"{proto_type.DESCRIPTOR.name} holds {data.size} values for shape {list(m.shape.dims)}")
+    return Matrix(data, _Shape(tuple(m.shape.dims)))
+
+
+def decode_lasers(frame: dataset_pb2.Frame):
+    """Range images, camera projections and seg labels per lidar ([first, second] return), and TOP's pixel pose.
+
+    The same result as frame_utils.parse_range_image_and_camera_projection, which cannot run on
+    protobuf 4 (it parses from a bytearray, which protobuf's upb backend rejects: waymo-open-dataset
+    issues 885 and 954); protobuf 3 would run it ten times slower in pure Python.
+    """
+    range_images, projections, seg_labels, top_pose = {}, {}, {}, None
+    for laser in frame.lasers:
+        for ret in (laser.ri_return1, laser.ri_return2):
+            if not ret.range_image_compressed:
+                break
+            range_images.setdefault(laser.name, []).append(decode_matrix(ret.range_image_compressed,
+                                                                         dataset_pb2.MatrixFloat))
+            projections.setdefault(laser.name, []).append(
+                decode_matrix(ret.camera_projection_compressed, dataset_pb2.MatrixInt32)
+                if ret.camera_projection_compressed else None)
+            if ret.segmentation_label_compressed:
+                seg_labels.setdefault(laser.name, []).append(decode_matrix(ret.segmentation_label_compressed,
+                                                                           dataset_pb2.MatrixInt32))
+        if laser.name == dataset_pb2.LaserName.TOP and laser.ri_return1.range_image_pose_compressed:
+            top_pose = decode_matrix(laser.ri_return1.range_image_pose_compressed, dataset_pb2.MatrixFloat)
+    return range_images, projections, seg_labels, top_pose
+
+
+def _calibration_subset(frame: dataset_pb2.Frame, laser: int) -> dataset_pb2.Frame:
+    """A frame holding only the pose and the calibration of one lidar.
+
+    frame_utils converts every calibrated lidar and fails on one without a range image; the
     released sample (and some tooling outputs) strip range images, so only present ones are passed.
     """
     sub = dataset_pb2.Frame()
     sub.pose.CopyFrom(frame.pose)
-    sub.context.laser_calibrations.extend(c for c in frame.context.laser_calibrations if c.name in lasers)
+    sub.context.laser_calibrations.extend(c for c in frame.context.laser_calibrations if c.name == laser)
+    if not sub.context.laser_calibrations:
+        raise BenchError(f"lidar {dataset_pb2.LaserName.Name.Name(laser)} has range images but no calibration")
     return sub
 
 
-def _placeholder_top_pose() -> dataset_pb2.MatrixFloat:
-    """frame_utils reshapes the TOP pixel pose even when TOP is absent; a 1x1 identity pose lets it."""
-    m = dataset_pb2.MatrixFloat()
-    m.data.extend([0.0] * 6)
-    m.shape.dims.extend([1, 1, 6])
-    return m
-
-
-def _valid_mask(ri: dataset_pb2.MatrixFloat) -> np.ndarray:
-    """The pixels frame_utils turns into points (range > 0), in its (row-major) order."""
-    arr = np.asarray(ri.data, dtype=np.float32).reshape(tuple(ri.shape.dims))
-    return arr[..., 0] > 0
+# frame_utils reshapes the TOP pixel pose even for other lidars; this identity pose stands in when
+# a frame has no TOP range image.
+_NO_TOP_POSE = Matrix(np.zeros(6, np.float32), _Shape((1, 1, 6)))
 
 
 def frame_points(frame: dataset_pb2.Frame) -> tuple[np.ndarray, np.ndarray | None]:
@@ -142,18 +204,18 @@ def frame_points(frame: dataset_pb2.Frame) -> tuple[np.ndarray, np.ndarray | Non
 
     Seg labels come from TOP only, as Waymo labels only TOP's returns; other points get 0.
     """
-    range_images, projections, seg_labels, top_pose = frame_utils.parse_range_image_and_camera_projection(frame)
-    if dataset_pb2.LaserName.TOP not in range_images:
-        top_pose = _placeholder_top_pose()
+    range_images, projections, seg_labels, top_pose = decode_lasers(frame)
+    if dataset_pb2.LaserName.TOP in range_images and top_pose is None:
+        raise BenchError("TOP has a range image but no range_image_pose_compressed")
     parts, seg_parts, has_seg = [], [], False
     for laser in sorted(range_images):
-        for ri_index in range(len(range_images[laser])):
-            sub = _calibration_subset(frame, [laser])
-            if not sub.context.laser_calibrations:
-                raise BenchError(f"lidar {dataset_pb2.LaserName.Name.Name(laser)} has range images but no "
-                                 "calibration in the frame's context")
+        sub = _calibration_subset(frame, laser)
+        for ri_index, ri in enumerate(range_images[laser]):
+            if projections[laser][ri_index] is None:  # frame_utils needs one; its values do not matter here
+                projections[laser][ri_index] = Matrix(np.zeros(ri.data.size // ri.shape.dims[-1] * 6, np.int32),
+                                                      _Shape(ri.shape.dims[:2] + (6,)))
             (pts,), _ = frame_utils.convert_range_image_to_point_cloud(
-                sub, range_images, projections, top_pose, ri_index=ri_index, keep_polar_features=True)
+                sub, range_images, projections, top_pose or _NO_TOP_POSE, ri_index=ri_index, keep_polar_features=True)
             # keep_polar_features puts (range, intensity, elongation) before (x, y, z).
             n = len(pts)
             cols = np.concatenate([pts[:, 3:6], pts[:, 1:3], np.full((n, 1), ri_index), np.full((n, 1), laser)], 1)
@@ -161,8 +223,7 @@ def frame_points(frame: dataset_pb2.Frame) -> tuple[np.ndarray, np.ndarray | Non
             seg = np.zeros((n, 2), dtype=np.int32)
             labels = seg_labels.get(laser, [])
             if laser == dataset_pb2.LaserName.TOP and ri_index < len(labels):
-                grid = np.asarray(labels[ri_index].data, dtype=np.int32).reshape(tuple(labels[ri_index].shape.dims))
-                seg = grid[_valid_mask(range_images[laser][ri_index])]
+                seg = labels[ri_index].array()[ri.array()[..., 0] > 0]  # frame_utils' mask, row-major
                 has_seg = True
             seg_parts.append(seg)
     if not parts:
@@ -276,7 +337,10 @@ def convert(inputs: list[str], out: str | Path, split: str | None = None, datase
         for frame in read_frames(path):
             k = counts.get(frame.context.name, 0)
             counts[frame.context.name] = k + 1
-            record, frame_labels = convert_frame(frame, out, splits[path], k)
+            try:
+                record, frame_labels = convert_frame(frame, out, splits[path], k)
+            except BenchError as exc:
+                raise BenchError(f"{path}: frame {frame.context.name}_{frame.timestamp_micros}: {exc}") from None
             if record["token"] in seen:
                 raise BenchError(f"{path}: frame {record['token']} appears twice in the input")
             seen.add(record["token"])

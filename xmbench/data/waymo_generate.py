@@ -20,12 +20,14 @@ Deterministic: every random draw comes from a generator seeded by (seed, segment
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import io
 import json
 import os
 import sys
 import zlib
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -251,7 +253,8 @@ class FrameContext:
     """Everything one frame's sensors share."""
 
     scene: sim.Scene
-    snap: sim.Snapshot  # with the sign boxes
+    plain: sim.Snapshot  # scene_sim's own geometry (what its renderer knows)
+    snap: sim.Snapshot  # plain plus the sign boxes
     signs: dict[int, Sign]
     trees: dict[int, sim.Tree]
     t: float
@@ -312,69 +315,84 @@ def _seg_class_of_agent(agent: sim.Agent) -> int:
             'traffic_cone': SEG.TYPE_CONSTRUCTION_CONE, 'barrier': SEG.TYPE_CONSTRUCTION_CONE}[agent.cls]
 
 
+@dataclass
+class Rays:
+    """One lidar's rays, pixel by pixel (row-major), in the global frame."""
+
+    origins: np.ndarray  # (H*W, 3)
+    dirs: np.ndarray  # (H*W, 3) unit
+    visible: np.ndarray  # (H*W,) not hidden by the car body
+    pixel_pose: np.ndarray | None  # TOP only: (H, W, 6) roll, pitch, yaw, x, y, z of the firing pose
+
+
+def lidar_rays(ctx: FrameContext, spec: LaserSpec, extrinsic: np.ndarray, inclinations: np.ndarray) -> Rays:
+    """TOP fires each column at its own time of the spin (its pose there is the pixel pose); the
+    short-range lidars are taken at the frame pose, as the dataset treats them."""
+    h, w = spec.rows, spec.cols
+    dirs_s = sensor_directions(spec, extrinsic, inclinations)
+    if spec.name == "TOP":
+        times = ctx.t + ((np.arange(w) + 0.5) / w - 0.5) * SPIN_SECONDS
+        poses, six = zip(*(_ego_pose(ctx.scene, float(t)) for t in times))
+        col_pose = np.stack(poses)
+        pixel_pose = np.ascontiguousarray(np.broadcast_to(np.stack(six)[None], (h, w, 6)))
+        visible = np.ones(h * w, dtype=bool)
+    else:
+        col_pose = np.broadcast_to(ctx.pose, (w, 4, 4))
+        pixel_pose = None
+        visible = np.abs(np.arctan2(dirs_s[..., 1], dirs_s[..., 0])).reshape(-1) <= np.deg2rad(SHORT_RANGE_FOV_DEG)
+    sensor_to_world = col_pose @ extrinsic  # (W, 4, 4)
+    dirs = np.einsum('wij,hwj->hwi', sensor_to_world[:, :3, :3], dirs_s).reshape(-1, 3)
+    origins = np.broadcast_to(sensor_to_world[None, :, :3, 3], (h, w, 3)).reshape(-1, 3)
+    return Rays(origins, dirs, visible, pixel_pose)
+
+
+def _echoes(ctx: FrameContext, rays: Rays, max_range: float):
+    """(kind, obj_id, true range) of the first and the second echo of every ray (inf: none).
+
+    Foliage is half transparent: a ray that meets a tree continues FOLIAGE_DEPTH behind the hit
+    and returns a second echo from whatever it meets there.
+    """
+    hits, r1 = _cast(ctx, rays.origins, rays.dirs, max_range)
+    n = len(r1)
+    kind2, obj2, r2 = np.full(n, sim.Surface.NONE, np.int8), np.full(n, sim.NO_ID, np.int32), np.full(n, np.inf)
+    idx = np.flatnonzero(hits.kind == sim.Surface.TREE)
+    if len(idx):
+        start = rays.origins[idx] + rays.dirs[idx] * (r1[idx, None] + FOLIAGE_DEPTH)
+        behind, r_behind = _cast(ctx, start, rays.dirs[idx], max_range)
+        kind2[idx], obj2[idx] = behind.kind, behind.obj_id
+        r2[idx] = r1[idx] + FOLIAGE_DEPTH + r_behind
+    return [(hits.kind, hits.obj_id, r1), (kind2, obj2, r2)]
+
+
 def scan(ctx: FrameContext, spec: LaserSpec, extrinsic: np.ndarray, inclinations: np.ndarray,
          rng: np.random.Generator) -> tuple[Returns, np.ndarray | None]:
     """Both returns of one lidar, and for TOP the (H, W, 6) pixel poses it was fired from."""
     h, w = spec.rows, spec.cols
-    dirs_s = sensor_directions(spec, extrinsic, inclinations)
-    if spec.name == "TOP":
-        # Column j fires at its own time within the spin; its vehicle pose is the pixel pose.
-        times = ctx.t + ((np.arange(w) + 0.5) / w - 0.5) * SPIN_SECONDS
-        poses, six = zip(*(_ego_pose(ctx.scene, float(t)) for t in times))
-        col_pose = np.stack(poses)  # (W, 4, 4)
-        pixel_pose = np.broadcast_to(np.stack(six)[None], (h, w, 6))
-    else:
-        col_pose = np.broadcast_to(ctx.pose, (w, 4, 4))
-        pixel_pose = None
-    sensor_to_world = col_pose @ extrinsic  # (W, 4, 4)
-    dirs_w = np.einsum('wij,hwj->hwi', sensor_to_world[:, :3, :3], dirs_s).reshape(-1, 3)
-    origins = np.broadcast_to(sensor_to_world[None, :, :3, 3], (h, w, 3)).reshape(-1, 3)
+    rays = lidar_rays(ctx, spec, extrinsic, inclinations)
+    world_to_vehicle = np.linalg.inv(ctx.pose)
     out = Returns(range=np.full((2, h * w), -1.0), intensity=np.zeros((2, h * w)), elongation=np.zeros((2, h * w)),
-                  vehicle=np.zeros((2, h * w, 3)), seg=np.zeros((2, h * w, 2), np.int32),
-                  box=np.full((2, h * w), -1))
-    hits, r = _cast(ctx, origins, dirs_w, spec.max_range)
-    second = np.zeros(h * w, dtype=bool)
-    if np.any(hits.kind == sim.Surface.TREE):
-        idx = np.flatnonzero(hits.kind == sim.Surface.TREE)
-        start = origins[idx] + dirs_w[idx] * (r[idx, None] + FOLIAGE_DEPTH)
-        hits2, r2 = _cast(ctx, start, dirs_w[idx], spec.max_range - r[idx].min())
-        second[idx] = hits2.hit
-        hits2_full = sim.RayHits(range=np.full(h * w, np.inf), kind=np.full(h * w, sim.Surface.NONE, np.int8),
-                                 obj_id=np.full(h * w, sim.NO_ID, np.int32), exit_range=np.full(h * w, np.nan))
-        r2_full = np.full(h * w, np.inf)
-        hits2_full.kind[idx], hits2_full.obj_id[idx] = hits2.kind, hits2.obj_id
-        r2_full[idx] = r[idx] + FOLIAGE_DEPTH + r2
-    visible = np.ones(h * w, dtype=bool)
-    if spec.name != "TOP":
-        az = np.arctan2(dirs_s[..., 1], dirs_s[..., 0]).reshape(-1)
-        visible = np.abs(az) <= np.deg2rad(SHORT_RANGE_FOV_DEG)
-    for ret in (0, 1):
-        if ret == 0:
-            kind, obj_id, rng_true, valid = hits.kind, hits.obj_id, r, hits.hit & visible
-        else:
-            if not np.any(second):
-                continue
-            kind, obj_id, rng_true, valid = hits2_full.kind, hits2_full.obj_id, r2_full, second & visible
+                  vehicle=np.zeros((2, h * w, 3)), seg=np.zeros((2, h * w, 2), np.int32), box=np.full((2, h * w), -1))
+    for ret, (kind, obj_id, true_range) in enumerate(_echoes(ctx, rays, spec.max_range)):
         noise = rng.normal(0.0, 0.01, h * w)
-        on_box = np.isin(kind, (sim.Surface.AGENT,)) | np.isin(obj_id, list(ctx.signs))
-        measured = np.where(on_box, rng_true, rng_true + noise)  # box hits already sit just inside the box
-        valid &= np.isfinite(measured) & (measured > 0.3) & (measured <= spec.max_range)
-        measured = np.where(valid, measured, -1.0).astype(np.float32)  # stored as float32
-        world = origins + dirs_w * np.where(valid, measured, 0.0)[:, None].astype(np.float64)
-        vehicle = world @ np.linalg.inv(ctx.pose)[:3, :3].T + np.linalg.inv(ctx.pose)[:3, 3]
+        on_box = (kind == sim.Surface.AGENT) | np.isin(obj_id, list(ctx.signs))
+        # Box hits already sit just inside their box (_cast); noise could push them out again.
+        measured = np.where(on_box, true_range, true_range + noise)
+        valid = rays.visible & np.isfinite(measured) & (measured > 0.3) & (measured <= spec.max_range)
+        measured = np.where(valid, measured, 0.0).astype(np.float32)  # the range image stores float32
+        world = rays.origins + rays.dirs * measured[:, None].astype(np.float64)
         keep, box = _unambiguous(ctx, world, kind, obj_id, valid)
         valid &= keep
         refl, seg_class, instance = _properties(ctx, kind, obj_id, world)
         out.range[ret] = np.where(valid, measured, -1.0)
         out.intensity[ret] = np.where(valid, refl * rng.uniform(0.8, 1.2, h * w), 0.0)
-        out.elongation[ret] = np.where(valid, 0.01 * np.maximum(measured, 0) + np.abs(rng.normal(0, 0.03, h * w)), 0.0)
-        out.vehicle[ret] = np.where(valid[:, None], vehicle, 0.0)
+        out.elongation[ret] = np.where(valid, 0.01 * measured + np.abs(rng.normal(0, 0.03, h * w)), 0.0)
+        out.vehicle[ret] = np.where(valid[:, None], world @ world_to_vehicle[:3, :3].T + world_to_vehicle[:3, 3], 0)
         out.seg[ret] = np.where(valid[:, None], np.stack([instance, seg_class], 1), 0)
         out.box[ret] = np.where(valid, box, -1)
     shaped = Returns(range=out.range.reshape(2, h, w), intensity=out.intensity.reshape(2, h, w),
                      elongation=out.elongation.reshape(2, h, w), vehicle=out.vehicle.reshape(2, h, w, 3),
                      seg=out.seg.reshape(2, h, w, 2), box=out.box.reshape(2, h, w))
-    return shaped, pixel_pose
+    return shaped, rays.pixel_pose
 
 
 def _unambiguous(ctx: FrameContext, world: np.ndarray, kind: np.ndarray, obj_id: np.ndarray,
@@ -400,8 +418,27 @@ def _unambiguous(ctx: FrameContext, world: np.ndarray, kind: np.ndarray, obj_id:
 # Frame assembly
 # --------------------------------------------------------------------------------------------
 
-def _camera_calibrations(rng: np.random.Generator, scale: float):
-    """(CameraCalibration proto, 3x3 K, cam-to-vehicle, size) per camera, images scaled by ``scale``."""
+@dataclass(frozen=True)
+class MountedCamera:
+    calibration: dataset_pb2.CameraCalibration
+    intrinsic: np.ndarray  # 3x3 pinhole (the synthetic cameras have no distortion)
+    cam_to_vehicle: np.ndarray  # Waymo camera axes: x forward, y left, z up
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.calibration.width, self.calibration.height
+
+
+@dataclass(frozen=True)
+class MountedLaser:
+    spec: LaserSpec
+    calibration: dataset_pb2.LaserCalibration
+    extrinsic: np.ndarray  # lidar to vehicle
+    inclinations: np.ndarray  # ascending
+
+
+def _cameras(rng: np.random.Generator, scale: float) -> list[MountedCamera]:
+    """The five cameras with images scaled by ``scale`` (intrinsics scaled to match)."""
     out = []
     for cam in CAMERAS:
         width, height = round(cam.width * scale), round(cam.height * scale)
@@ -414,11 +451,11 @@ def _camera_calibrations(rng: np.random.Generator, scale: float):
         cal.width, cal.height = width, height
         cal.rolling_shutter_direction = dataset_pb2.CameraCalibration.GLOBAL_SHUTTER
         k = np.array([[cam.focal * sx, 0, cam.cx * sx], [0, cam.focal * sy, cam.cy * sy], [0, 0, 1.0]])
-        out.append((cal, k, extrinsic, (width, height)))
+        out.append(MountedCamera(cal, k, extrinsic))
     return out
 
 
-def _laser_calibrations(rng: np.random.Generator, rig: tuple[LaserSpec, ...]):
+def _lasers(rng: np.random.Generator, rig: tuple[LaserSpec, ...]) -> list[MountedLaser]:
     out = []
     for spec in rig:
         cal = dataset_pb2.LaserCalibration()
@@ -429,26 +466,26 @@ def _laser_calibrations(rng: np.random.Generator, rig: tuple[LaserSpec, ...]):
         cal.beam_inclination_min, cal.beam_inclination_max = spec.inclination_min, spec.inclination_max
         extrinsic = _mount(rng, spec.translation, spec.yaw_deg)
         cal.extrinsic.transform.extend(extrinsic.ravel().tolist())
-        out.append((spec, cal, extrinsic, incl))
+        out.append(MountedLaser(spec, cal, extrinsic, incl))
     return out
 
 
-def camera_projection(vehicle: np.ndarray, valid: np.ndarray, cameras) -> np.ndarray:
+def camera_projection(vehicle: np.ndarray, valid: np.ndarray, cameras: list[MountedCamera]) -> np.ndarray:
     """(H, W, 6): the first two cameras each point projects into (name, column, row), 0 where none."""
     cp = np.zeros(valid.shape + (6,), dtype=np.int32)
     filled = np.zeros(valid.shape, dtype=np.int32)
-    for cal, k, extrinsic, (width, height) in cameras:
-        opt = (WAYMO_CAM_TO_OPTICAL @ np.linalg.inv(extrinsic))
-        p = vehicle @ opt[:3, :3].T + opt[:3, 3]
+    for cam in cameras:
+        to_optical = WAYMO_CAM_TO_OPTICAL @ np.linalg.inv(cam.cam_to_vehicle)
+        p = vehicle @ to_optical[:3, :3].T + to_optical[:3, 3]
         with np.errstate(divide='ignore', invalid='ignore'):
-            uv = (p @ k.T)[..., :2] / p[..., 2:3]
-        inside = valid & (p[..., 2] > 0.3) & (uv[..., 0] >= 0) & (uv[..., 0] < width) & (uv[..., 1] >= 0) \
-            & (uv[..., 1] < height) & (filled < 2)
+            uv = (p @ cam.intrinsic.T)[..., :2] / p[..., 2:3]
+        width, height = cam.size
+        inside = (valid & (p[..., 2] > 0.3) & (uv[..., 0] >= 0) & (uv[..., 0] < width) & (uv[..., 1] >= 0)
+                  & (uv[..., 1] < height) & (filled < 2))
         for slot in (0, 1):
             sel = inside & (filled == slot)
-            cp[sel, 3 * slot] = cal.name
-            cp[sel, 3 * slot + 1] = uv[sel, 0].astype(np.int32)
-            cp[sel, 3 * slot + 2] = uv[sel, 1].astype(np.int32)
+            cp[sel, 3 * slot] = cam.calibration.name
+            cp[sel, 3 * slot + 1:3 * slot + 3] = uv[sel].astype(np.int32)
         filled += inside
     return cp
 
@@ -456,7 +493,6 @@ def camera_projection(vehicle: np.ndarray, valid: np.ndarray, cameras) -> np.nda
 def _track_id(seed: int, segment: str, obj_id: int) -> str:
     """A 22-character id like Waymo's, stable across the frames of a segment."""
     digest = hashlib.sha256(f"{seed}:{segment}:{obj_id}".encode()).digest()
-    import base64
     return base64.urlsafe_b64encode(digest).decode()[:22]
 
 
@@ -475,8 +511,13 @@ def _label_type(ctx: FrameContext, m: int) -> int | None:
     return None
 
 
-def laser_labels(ctx: FrameContext, counts: np.ndarray, top_counts: np.ndarray, seed: int, segment: str):
-    """Labels of boxes within LABEL_RANGE with at least one point, in the vehicle frame at the frame time."""
+def laser_labels(ctx: FrameContext, counts: np.ndarray, top_counts: np.ndarray, seed: int,
+                 segment: str) -> list[label_pb2.Label]:
+    """Boxes within LABEL_RANGE with at least one point, in the vehicle frame at the frame time.
+
+    ``counts`` are the points (all lidars, both returns) inside each snapshot box; at most 5 makes
+    a box LEVEL_2, as Waymo's difficulty rule does.
+    """
     labels = []
     world_to_vehicle = np.linalg.inv(ctx.pose)
     ego_yaw = float(np.arctan2(ctx.pose[1, 0], ctx.pose[0, 0]))
@@ -486,10 +527,7 @@ def laser_labels(ctx: FrameContext, counts: np.ndarray, top_counts: np.ndarray, 
         if label_type is None or counts[m] == 0 or np.hypot(*centre[:2]) > LABEL_RANGE:
             continue
         box_id = int(ctx.snap.box_id[m])
-        if box_id in ctx.signs:
-            velocity = np.zeros(3)
-        else:
-            _, _, velocity = ctx.scene.agent_state(ctx.scene.agents[box_id], ctx.t)
+        velocity = np.zeros(3) if box_id in ctx.signs else ctx.scene.agent_state(ctx.scene.agents[box_id], ctx.t)[2]
         v = world_to_vehicle[:3, :3] @ velocity
         label = label_pb2.Label()
         w, l, h = ctx.snap.box_size[m]
@@ -503,27 +541,22 @@ def laser_labels(ctx: FrameContext, counts: np.ndarray, top_counts: np.ndarray, 
         label.num_lidar_points_in_box = int(counts[m])
         label.num_top_lidar_points_in_box = int(top_counts[m])
         level = label_pb2.Label.LEVEL_2 if counts[m] <= 5 else label_pb2.Label.LEVEL_1
-        label.detection_difficulty_level = level
-        label.tracking_difficulty_level = level
+        label.detection_difficulty_level = label.tracking_difficulty_level = level
         labels.append(label)
     return labels
 
 
-def _render_images(ctx: FrameContext, cameras, signs: tuple[Sign, ...], quality: int) -> list[bytes]:
+def _render_images(ctx: FrameContext, cameras: list[MountedCamera], quality: int) -> list[bytes]:
     ego_s = ctx.scene.ego.s0 + ctx.scene.ego.speed * ctx.t
-    plain = replace(ctx.snap, box_centre=ctx.snap.box_centre[:len(ctx.snap.box_id) - len(signs)],
-                    box_size=ctx.snap.box_size[:len(ctx.snap.box_id) - len(signs)],
-                    box_yaw=ctx.snap.box_yaw[:len(ctx.snap.box_id) - len(signs)],
-                    box_id=ctx.snap.box_id[:len(ctx.snap.box_id) - len(signs)],
-                    box_kind=ctx.snap.box_kind[:len(ctx.snap.box_id) - len(signs)])
-    rs = sim.build_render_scene(ctx.scene, plain, ego_s)
+    rs = sim.build_render_scene(ctx.scene, ctx.plain, ego_s)
     # scene_sim knows no signs; their plates are drawn with its own box-face helper.
-    rs = replace(rs, solids=sim._Polygons.concat([rs.solids] + [sim._box_faces(np.array(s.centre), s.size, s.yaw,
-                                                                               SIGN_COLOUR) for s in signs]))
+    plates = [sim._box_faces(np.array(s.centre), s.size, s.yaw, SIGN_COLOUR) for s in ctx.signs.values()]
+    rs = replace(rs, solids=sim._Polygons.concat([rs.solids] + plates))
     images = []
-    for cal, k, extrinsic, (width, height) in cameras:
-        optical_to_vehicle = extrinsic @ WAYMO_CAM_TO_OPTICAL.T
-        camera = sim.PinholeCamera(intrinsic=k, width=width, height=height, cam_to_world=ctx.pose @ optical_to_vehicle)
+    for cam in cameras:
+        width, height = cam.size
+        optical_to_world = ctx.pose @ cam.cam_to_vehicle @ WAYMO_CAM_TO_OPTICAL.T
+        camera = sim.PinholeCamera(intrinsic=cam.intrinsic, width=width, height=height, cam_to_world=optical_to_world)
         buf = io.BytesIO()
         sim.render_camera(rs, camera).save(buf, 'JPEG', quality=quality)
         images.append(buf.getvalue())
@@ -532,103 +565,128 @@ def _render_images(ctx: FrameContext, cameras, signs: tuple[Sign, ...], quality:
 
 @dataclass
 class SegmentRig:
+    """What stays fixed over a segment: its name, scene, signs, sensor calibrations and start time."""
+
     name: str
     scene: sim.Scene
     signs: tuple[Sign, ...]
-    lasers: list
-    cameras: list
+    lasers: list[MountedLaser]
+    cameras: list[MountedCamera]
     t0_us: int
 
 
 def _segment_name(rng: np.random.Generator) -> str:
     """Waymo's context name layout: <19 digits>_<4>_<3>_<4>_<3>."""
     start = int(rng.integers(1000, 9000))
-    return (f"{int(rng.integers(10**18, 10**19 - 1))}_{start}_{int(rng.integers(0, 1000)):03d}_"
-            f"{start + 20}_{int(rng.integers(0, 1000)):03d}")
+    digits = f"{int(rng.integers(10**9, 10**10))}{int(rng.integers(0, 10**9)):09d}"
+    return f"{digits}_{start}_{int(rng.integers(0, 1000)):03d}_{start + 20}_{int(rng.integers(0, 1000)):03d}"
 
 
 def make_segment(cfg: GeneratorConfig, index: int) -> SegmentRig:
     rng = np.random.default_rng([cfg.seed, index])
     name = _segment_name(rng)
     duration = cfg.frames * FRAME_INTERVAL_US / 1e6 + SPIN_SECONDS
+    # Global coordinates of thousands of metres, like the dataset's: float32 pixel poses must cope.
     scene = sim.generate_scene(rng, sim.SceneConfig(duration=duration),
                                origin=(float(rng.uniform(-3000, 3000)), float(rng.uniform(-3000, 3000))),
                                heading=float(rng.uniform(-np.pi, np.pi)))
     signs = _signs(rng, scene)
-    lasers = _laser_calibrations(rng, laser_rig(cfg.top_width, cfg.short_width))
-    cameras = _camera_calibrations(rng, cfg.image_scale)
+    lasers = _lasers(rng, laser_rig(cfg.top_width, cfg.short_width))
+    cameras = _cameras(rng, cfg.image_scale)
     t0_us = 1_500_000_000_000_000 + int(rng.integers(0, 10**14))
     return SegmentRig(name, scene, signs, lasers, cameras, t0_us)
 
 
-def make_frame(cfg: GeneratorConfig, seg_index: int, rig: SegmentRig, k: int):
-    """One Frame proto and its truth: (frame, points (N, 7) float32, seg (N, 2) or None, truth boxes)."""
+@dataclass
+class SimulatedFrame:
+    """A Frame proto and what was simulated, before any encoding (the round trip must give it back)."""
+
+    frame: dataset_pb2.Frame
+    points: np.ndarray  # (N, 7) float32, the converter's columns and order
+    seg: np.ndarray | None  # (N, 2) int32 where the frame has segmentation labels
+    boxes: list[dict]
+
+    @property
+    def token(self) -> str:
+        return f"{self.frame.context.name}_{self.frame.timestamp_micros}"
+
+
+def _frame_context(rig: SegmentRig, k: int) -> FrameContext:
     t = SPIN_SECONDS / 2 + k * FRAME_INTERVAL_US / 1e6
-    ts = rig.t0_us + k * FRAME_INTERVAL_US
-    pose, _ = _ego_pose(rig.scene, t)
-    snap = _with_signs(rig.scene.snapshot(t), rig.signs)
-    n_plain = len(snap.box_id) - len(rig.signs)
-    labelled = np.concatenate([np.arange(len(rig.scene.agents)), np.arange(n_plain, len(snap.box_id))])
-    ctx = FrameContext(scene=rig.scene, snap=snap, signs={s.id: s for s in rig.signs},
-                       trees={tr.id: tr for tr in rig.scene.trees}, t=t, pose=pose, labelled_boxes=labelled)
-    with_seg = k % SEG_EVERY == 0
+    plain = rig.scene.snapshot(t)
+    snap = _with_signs(plain, rig.signs)
+    labelled = np.concatenate([np.arange(len(rig.scene.agents)), np.arange(len(plain.box_id), len(snap.box_id))])
+    return FrameContext(scene=rig.scene, plain=plain, snap=snap, signs={s.id: s for s in rig.signs},
+                        trees={tr.id: tr for tr in rig.scene.trees}, t=t, pose=_ego_pose(rig.scene, t)[0],
+                        labelled_boxes=labelled)
+
+
+def _frame_header(rig: SegmentRig, ts: int, pose: np.ndarray) -> dataset_pb2.Frame:
     frame = dataset_pb2.Frame()
     frame.context.name = rig.name
-    frame.context.camera_calibrations.extend(cal for cal, *_ in rig.cameras)
-    frame.context.laser_calibrations.extend(cal for _, cal, _, _ in rig.lasers)
-    frame.context.stats.time_of_day, frame.context.stats.location = "Day", "location_synthetic"
-    frame.context.stats.weather = "sunny"
+    frame.context.camera_calibrations.extend(cam.calibration for cam in rig.cameras)
+    frame.context.laser_calibrations.extend(laser.calibration for laser in rig.lasers)
+    stats = frame.context.stats
+    stats.time_of_day, stats.location, stats.weather = "Day", "location_synthetic", "sunny"
     frame.timestamp_micros = ts
     frame.pose.transform.extend(pose.ravel().tolist())
-    counts = np.zeros(len(snap.box_id), dtype=np.int64)
-    top_counts = np.zeros(len(snap.box_id), dtype=np.int64)
+    return frame
+
+
+def _encode_return(ri: dataset_pb2.RangeImage, returns: Returns, ret: int, cameras: list[MountedCamera],
+                   pixel_pose: np.ndarray | None, with_seg: bool) -> None:
+    """One return as the dataset stores it: zlib-compressed serialized matrices."""
+    valid = returns.range[ret] > 0
+    # Channels: range, intensity, elongation, is-in-no-label-zone (-1: no); -1 everywhere without a return.
+    image = np.stack([returns.range[ret], returns.intensity[ret], returns.elongation[ret],
+                      -np.ones_like(returns.range[ret])], -1)
+    image[~valid] = -1.0
+    ri.range_image_compressed = _compressed(_matrix_float(image))
+    ri.camera_projection_compressed = _compressed(_matrix_int32(camera_projection(returns.vehicle[ret], valid,
+                                                                                  cameras)))
+    if pixel_pose is not None:
+        ri.range_image_pose_compressed = _compressed(_matrix_float(pixel_pose))
+    if with_seg:
+        ri.segmentation_label_compressed = _compressed(_matrix_int32(returns.seg[ret]))
+
+
+def make_frame(cfg: GeneratorConfig, seg_index: int, rig: SegmentRig, k: int) -> SimulatedFrame:
+    ctx = _frame_context(rig, k)
+    frame = _frame_header(rig, rig.t0_us + k * FRAME_INTERVAL_US, ctx.pose)
+    with_seg = k % SEG_EVERY == 0
+    counts = np.zeros(len(ctx.snap.box_id), dtype=np.int64)
+    top_counts = np.zeros_like(counts)
     points, segs = [], []
-    for li, (spec, cal, extrinsic, incl) in enumerate(rig.lasers):
-        returns, pixel_pose = scan(ctx, spec, extrinsic, incl, np.random.default_rng([cfg.seed, seg_index, k, li]))
-        laser = frame.lasers.add()
-        laser.name = cal.name
-        for ret, ri in ((0, laser.ri_return1), (1, laser.ri_return2)):
+    for li, laser in enumerate(rig.lasers):
+        rng = np.random.default_rng([cfg.seed, seg_index, k, li])
+        returns, pixel_pose = scan(ctx, laser.spec, laser.extrinsic, laser.inclinations, rng)
+        is_top = laser.spec.name == "TOP"
+        proto = frame.lasers.add()
+        proto.name = laser.calibration.name
+        for ret, ri in enumerate((proto.ri_return1, proto.ri_return2)):
+            # Waymo keeps TOP's pixel pose with the first return only, and labels TOP's returns only.
+            _encode_return(ri, returns, ret, rig.cameras, pixel_pose if ret == 0 else None, with_seg and is_top)
             valid = returns.range[ret] > 0
-            image = np.stack([returns.range[ret], returns.intensity[ret], returns.elongation[ret],
-                              -np.ones_like(returns.range[ret])], -1)
-            image[~valid] = -1.0
-            ri.range_image_compressed = _compressed(_matrix_float(image))
-            cp = camera_projection(returns.vehicle[ret], valid, rig.cameras)
-            ri.camera_projection_compressed = _compressed(_matrix_int32(cp))
-            if pixel_pose is not None and ret == 0:
-                ri.range_image_pose_compressed = _compressed(_matrix_float(pixel_pose))
-            if spec.name == "TOP" and with_seg:
-                ri.segmentation_label_compressed = _compressed(_matrix_int32(returns.seg[ret]))
             in_box = returns.box[ret][valid]
             np.add.at(counts, in_box[in_box >= 0], 1)
-            if spec.name == "TOP":
+            if is_top:
                 np.add.at(top_counts, in_box[in_box >= 0], 1)
             n = int(valid.sum())
             points.append(np.concatenate([returns.vehicle[ret][valid], returns.intensity[ret][valid, None],
                                           returns.elongation[ret][valid, None], np.full((n, 1), ret),
-                                          np.full((n, 1), cal.name)], 1).astype(np.float32))
-            seg = returns.seg[ret][valid] if spec.name == "TOP" else np.zeros((n, 2), np.int32)
-            segs.append(seg.astype(np.int32))
+                                          np.full((n, 1), proto.name)], 1).astype(np.float32))
+            segs.append(returns.seg[ret][valid] if is_top else np.zeros((n, 2), np.int32))
     frame.laser_labels.extend(laser_labels(ctx, counts, top_counts, cfg.seed, rig.name))
-    for (cal, *_), jpeg in zip(rig.cameras, _render_images(ctx, rig.cameras, rig.signs, cfg.jpeg_quality)):
+    for cam, jpeg in zip(rig.cameras, _render_images(ctx, rig.cameras, cfg.jpeg_quality)):
         image = frame.images.add()
-        image.name = cal.name
-        image.image = jpeg
-        image.pose.transform.extend(pose.ravel().tolist())
-        image.pose_timestamp = ts / 1e6
-        image.camera_trigger_time = image.camera_readout_done_time = ts / 1e6
-    for t_name, n in sorted(_type_counts(frame.laser_labels).items()):
+        image.name, image.image = cam.calibration.name, jpeg
+        image.pose.CopyFrom(frame.pose)  # the synthetic cameras expose at the frame time
+        image.pose_timestamp = image.camera_trigger_time = image.camera_readout_done_time = frame.timestamp_micros / 1e6
+    for label_type, n in sorted(Counter(label.type for label in frame.laser_labels).items()):
         entry = frame.context.stats.laser_object_counts.add()
-        entry.type, entry.count = t_name, n
-    truth_points = np.concatenate(points)
-    return frame, truth_points, (np.concatenate(segs) if with_seg else None), [_truth_box(lb) for lb in frame.laser_labels]
-
-
-def _type_counts(labels) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for label in labels:
-        counts[label.type] = counts.get(label.type, 0) + 1
-    return counts
+        entry.type, entry.count = label_type, n
+    seg = np.concatenate(segs).astype(np.int32) if with_seg else None
+    return SimulatedFrame(frame, np.concatenate(points), seg, [_truth_box(label) for label in frame.laser_labels])
 
 
 def _truth_box(label: label_pb2.Label) -> dict:
@@ -642,7 +700,7 @@ def _truth_box(label: label_pb2.Label) -> dict:
 
 
 def generate(out: str | Path, cfg: GeneratorConfig = GeneratorConfig(), truth: str | Path | None = None) -> list[Path]:
-    """Write the TFRecords (one per segment, each written atomically) and return their paths."""
+    """Write one TFRecord per segment (each atomically) and return their paths."""
     if cfg.frames < 1 or cfg.segments < 1 or not 0 <= cfg.val_segments <= cfg.segments:
         raise ValueError("need frames >= 1, segments >= 1 and 0 <= val_segments <= segments")
     out = Path(out)
@@ -651,17 +709,15 @@ def generate(out: str | Path, cfg: GeneratorConfig = GeneratorConfig(), truth: s
         rig = make_segment(cfg, i)
         folder = "validation" if i >= cfg.segments - cfg.val_segments else "training"
         path = out / folder / f"segment-{rig.name}_with_camera_labels.tfrecord"
-        with atomic_path(path) as tmp:
-            with tf.io.TFRecordWriter(str(tmp)) as writer:
-                for k in range(cfg.frames):
-                    frame, points, seg, boxes = make_frame(cfg, i, rig, k)
-                    writer.write(frame.SerializeToString())
-                    if truth is not None:
-                        token = f"{rig.name}_{frame.timestamp_micros}"
-                        _save_npy(Path(truth) / f"{token}.npy", points)
-                        if seg is not None:
-                            _save_npy(Path(truth) / f"{token}.seg.npy", seg)
-                        truth_boxes[token] = boxes
+        with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
+            for k in range(cfg.frames):
+                sim_frame = make_frame(cfg, i, rig, k)
+                writer.write(sim_frame.frame.SerializeToString())
+                if truth is not None:
+                    _save_npy(Path(truth) / f"{sim_frame.token}.npy", sim_frame.points)
+                    if sim_frame.seg is not None:
+                        _save_npy(Path(truth) / f"{sim_frame.token}.seg.npy", sim_frame.seg)
+                    truth_boxes[sim_frame.token] = sim_frame.boxes
         written.append(path)
     if truth is not None:
         write_json(Path(truth) / "boxes.json", truth_boxes)
