@@ -33,6 +33,7 @@ import pandas as pd
 
 from . import stats
 from .atomic import atomic_path, write_text
+from .errors import BenchError
 
 ID = ["dataset", "task", "engine", "method", "fraction", "seed"]
 GROUP = ["dataset", "task", "engine"]
@@ -610,6 +611,35 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
                 f.write(body + "\n")
 
 
+def _write_csv_in_child(df: pd.DataFrame, path: Path):
+    """Write the run-level leaderboard in a forked child while this process builds the tables:
+    formatting 10,000 wide rows is the largest cost after the reading, and it needs nothing back.
+    Returns the function that waits for the child (and raises if it failed). Synchronous where
+    there is no fork or a single core."""
+    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+        _write_csv(df, path)
+        return lambda: None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: write (atomically), report, and leave without running any cleanup
+        code = 1
+        try:
+            _write_csv(df, path)
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - the parent raises it by name
+            print(f"error: {path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        finally:
+            os._exit(code)
+
+    def wait() -> None:
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise BenchError(f"{path}: writing the leaderboard failed (the error is printed above); re-run the "
+                             "leaderboard rule")
+    return wait
+
+
 class _NoGC:
     """The loader allocates ~100 containers per file and keeps them all: Python's cyclic collector
     would re-traverse that growing heap again and again (it dominated the time at 10,000 files)."""
@@ -639,13 +669,22 @@ def _build_results(metric_paths, out_dir, expected, config, published, plots, re
     ``config`` (the resolved config) gives the expected grid when ``expected`` is None, and the
     method order of the tables. Returns the run-level leaderboard.
     """
-    from . import report as rep
-
     out_dir = Path(out_dir)
     if expected is None and config is not None:
         expected = expected_grid(config, out_dir)
     df = load_runs(metric_paths, expected, out_dir)
-    _write_csv(df, out_dir / "leaderboard.csv")
+    wait_board = _write_csv_in_child(df, out_dir / "leaderboard.csv")
+    try:
+        _write_tables(df, out_dir, config, published, plots, report)
+    finally:
+        wait_board()
+    return df
+
+
+def _write_tables(df: pd.DataFrame, out_dir: Path, config, published, plots, report) -> None:
+    """Per (dataset, task, engine): tables, gains, plots; then report.md."""
+    from . import report as rep
+
     methods_pref = list(config["methods"]) if config else None
     pub = rep.load_published(published)
     sections = []
@@ -677,7 +716,6 @@ def _build_results(metric_paths, out_dir, expected, config, published, plots, re
                          "published": published_rows})
     if report:
         write_text(out_dir / "report.md", rep.report_markdown(sections, df, methods_pref, plots))
-    return df
 
 
 def make_plots(part, long, gains, pairs, info, out_dir: Path, published_rows) -> dict[str, Path]:
@@ -863,7 +901,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--published", default=None, help="published numbers CSV (default config/published_results.csv)")
     p.add_argument("--no-plots", action="store_true")
     a = p.parse_args(argv)
-    from .errors import BenchError
 
     try:
         cfg = None
