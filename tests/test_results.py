@@ -250,7 +250,8 @@ def test_published_csv_has_every_figure_and_a_source():
 def test_expected_grid_follows_the_dag_paths_and_cli_marks_missing(tmp_path, test_config):
     cfg = dict(test_config, results_dir=str(tmp_path))
     grid = expected_grid(cfg)
-    assert len(grid) == len(cfg["methods"]) * len(cfg["fractions"]) * len(cfg["seeds"])
+    assert len(grid) == len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["fractions"]) * len(cfg["seeds"])
+    assert {g["task"] for g in grid} == set(cfg["tasks"])
     assert grid[0]["path"] == str(tmp_path / "synthetic_nuscenes" / "segmentation" / "native" / "scratch" /
                                   "50pct" / "seed0" / "metrics.json")
     p = Path(grid[0]["path"])

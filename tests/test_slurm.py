@@ -29,6 +29,7 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     cfg = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
     cfg["results_dir"] = str(tmp / "results")
     cfg["fractions"] = [1.0]
+    cfg["tasks"] = ["segmentation"]  # the scheduler path is what is tested here; test_dag runs every task
     cfg["cluster"] = {"partition": "debug", "account": None}
     # one fake GPU per pretraining job: the request goes through SLURM's GRES scheduling
     cfg["pretrain"]["resources"] = {"gpus": 1, "cpus": 1, "mem_gb": 2, "hours": 0.5}
