@@ -6,12 +6,7 @@
 # Idempotent: a second run only checks that everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-}"
-if [ -z "$PY" ]; then
-  for cand in python3.11 python3; do command -v "$cand" >/dev/null && { PY="$cand"; break; }; done
-fi
-"$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
-  || { echo "error: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+source envs/python311.sh
 venv=.venv-waymo
 [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
