@@ -38,7 +38,7 @@ from waymo_open_dataset import dataset_pb2, label_pb2  # noqa: E402
 from waymo_open_dataset.protos import segmentation_pb2  # noqa: E402
 from waymo_open_dataset.utils import frame_utils  # noqa: E402
 
-from ..atomic import atomic_path, write_json  # noqa: E402
+from ..atomic import write_bytes, write_json, write_npy  # noqa: E402
 from ..errors import BenchError  # noqa: E402
 
 POINT_COLUMNS = ("x", "y", "z", "intensity", "elongation", "return_index", "lidar_id")
@@ -285,33 +285,23 @@ def box_record(label: label_pb2.Label, frame_token: str) -> dict:
     }
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, arr)
-
-
-def _save_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def convert_frame(frame: dataset_pb2.Frame, out: Path, split: str, frame_index: int) -> tuple[dict, dict]:
     """Write one frame's files; return its index record and its labels record."""
     scene, ts = frame.context.name, int(frame.timestamp_micros)
     token = f"{scene}_{ts}"
     points, seg = frame_points(frame)
     lidar_path = f"lidar/{scene}/{ts}.npy"
-    _save_npy(out / lidar_path, points)
+    write_npy(out / lidar_path, points)
     image_paths = {}
     for image in frame.images:
         if image.image:
             rel = f"camera/{scene}/{ts}_{dataset_pb2.CameraName.Name.Name(image.name)}.jpg"
-            _save_bytes(out / rel, image.image)
+            write_bytes(out / rel, image.image)
             image_paths[image.name] = rel
     seg_path = None
     if seg is not None:
         seg_path = f"lidarseg/{scene}/{ts}.npy"
-        _save_npy(out / seg_path, seg)
+        write_npy(out / seg_path, seg)
     pose = _matrix(frame.pose)
     stats = frame.context.stats
     record = {

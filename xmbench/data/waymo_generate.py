@@ -38,7 +38,7 @@ import tensorflow as tf  # noqa: E402
 from waymo_open_dataset import dataset_pb2, label_pb2  # noqa: E402
 from waymo_open_dataset.protos import segmentation_pb2  # noqa: E402
 
-from ..atomic import atomic_path, write_json  # noqa: E402
+from ..atomic import atomic_path, write_json, write_npy  # noqa: E402
 from .synthetic import scene_sim as sim  # noqa: E402
 from .waymo_convert import WAYMO_CAM_TO_OPTICAL  # noqa: E402
 
@@ -714,19 +714,14 @@ def generate(out: str | Path, cfg: GeneratorConfig = GeneratorConfig(), truth: s
                 sim_frame = make_frame(cfg, i, rig, k)
                 writer.write(sim_frame.frame.SerializeToString())
                 if truth is not None:
-                    _save_npy(Path(truth) / f"{sim_frame.token}.npy", sim_frame.points)
+                    write_npy(Path(truth) / f"{sim_frame.token}.npy", sim_frame.points)
                     if sim_frame.seg is not None:
-                        _save_npy(Path(truth) / f"{sim_frame.token}.seg.npy", sim_frame.seg)
+                        write_npy(Path(truth) / f"{sim_frame.token}.seg.npy", sim_frame.seg)
                     truth_boxes[sim_frame.token] = sim_frame.boxes
         written.append(path)
     if truth is not None:
         write_json(Path(truth) / "boxes.json", truth_boxes)
     return written
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, arr)
 
 
 def main(argv: list[str] | None = None) -> int:
