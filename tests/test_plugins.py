@@ -7,7 +7,7 @@ import yaml
 from xmbench.config import check_config
 from xmbench.errors import BenchError
 from xmbench.methods import discover, load_method
-from xmbench.tasks import load_task
+from xmbench.tasks import DOWNSTREAM_DIR as REPO_DOWNSTREAM, load_task
 
 
 def test_shipped_methods_validate_and_cite_every_hyperparameter():
@@ -80,3 +80,21 @@ def test_recipe_depends_on_dataset_profile_and_fraction_only():
     assert small["iterations"] >= task.spec["recipes"]["small"]["iterations_min"]
     with pytest.raises(BenchError, match="no recipe 'huge'"):
         task.recipe("huge", 1.0)
+
+
+def test_settings_hash_follows_every_settings_file_of_the_task(tmp_path):
+    """The finetune rule carries this hash, so editing native.yaml or a template re-runs the cells."""
+    import shutil
+
+    shutil.copytree(REPO_DOWNSTREAM / "detection", tmp_path / "detection")
+    task = load_task("detection", tmp_path)
+    before = task.settings_hash()
+    assert before == load_task("detection", tmp_path).settings_hash()
+    native = tmp_path / "detection" / "native.yaml"
+    native.write_text(native.read_text().replace("score_thresh: 0.1", "score_thresh: 0.2", 1))
+    after_native = task.settings_hash()
+    template = tmp_path / "detection" / "openpcdet" / "nuscenes_centerpoint.yaml"
+    template.write_text(template.read_text() + "\n# edited\n")
+    assert len({before, after_native, task.settings_hash()}) == 3
+    (tmp_path / "detection" / "native.py").write_text("# code is not a settings file\n")
+    assert task.settings_hash() == load_task("detection", tmp_path).settings_hash()

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as st
 
 from xmbench import stats
+from xmbench.errors import BenchError
 from xmbench.results import build_results, expected_grid, main as results_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -213,6 +214,29 @@ def test_gain_with_one_seed_has_nan_ci(tmp_path):
     g = pd.read_csv(tmp_path / "out" / "gains_synth_segmentation.csv").iloc[0]
     assert g["n_pairs"] == 1 and g["mean_gain"] == 5.0
     assert math.isnan(g["ci95_low"]) and math.isnan(g["p_value"]) and "n=1" in g["note"]
+
+
+def test_a_nan_in_a_hand_edited_file_is_read_and_written_as_empty(tmp_path):
+    """orjson rejects NaN; the reader falls back to the json module for such a file."""
+    rec = _record("scratch", 0.1, 0, 20.0)
+    text = json.dumps(rec).replace('"freq_weighted_iou": 0.8', '"freq_weighted_iou": NaN')
+    (tmp_path / "m.json").write_text(text)
+    board = build_results([tmp_path / "m.json"], tmp_path / "out", plots=False, report=False)
+    assert board.loc[0, "status"] == "ok" and board.loc[0, "primary_value"] == 20.0
+    assert math.isnan(board.loc[0, "metrics.freq_weighted_iou"])
+    csv_row = pd.read_csv(tmp_path / "out" / "leaderboard.csv").iloc[0]
+    assert math.isnan(csv_row["metrics.freq_weighted_iou"]) and csv_row["primary_value"] == 20.0
+
+
+def test_a_leaderboard_that_cannot_be_written_fails_by_name_and_leaves_no_temp_file(tmp_path):
+    """The run-level CSV is written by a forked child; its failure must reach the caller."""
+    (tmp_path / "m.json").write_text(json.dumps(_record("scratch", 0.1, 0, 20.0)))
+    out = tmp_path / "out"
+    (out / "leaderboard.csv").mkdir(parents=True)  # a folder where the file goes: the rename fails
+    with pytest.raises(BenchError, match="leaderboard.csv: writing the leaderboard failed"):
+        build_results([tmp_path / "m.json"], out, plots=False, report=False)
+    assert not list(out.glob(".leaderboard.csv.*"))
+    assert (out / "leaderboard_synth_segmentation.csv").is_file()  # the tables were still built
 
 
 def test_plots_report_and_published(fabricated):
