@@ -453,11 +453,8 @@ def summary_table(part: pd.DataFrame, methods=None, long: pd.DataFrame | None = 
                                             "n_missing")}
     out: dict = {"method": order}
     for f in sorted(long["fraction"].unique()):
-        rows = [index.get((m, f)) for m in order]
-        if None in rows:  # summary_long gives every (method, fraction); a hand-made table may not
-            take = {c: np.array([v[i] if i is not None else None for i in rows], dtype=object) for c, v in col.items()}
-        else:
-            take = {c: v[rows] for c, v in col.items()}
+        rows = [index[(m, f)] for m in order]  # summary_long has a row for every (method, fraction)
+        take = {c: v[rows] for c, v in col.items()}
         lab = fraction_label(f)
         out[lab] = [cell_text(*args) for args in zip(take["mean"], take["std"], take["n"], take["n_failed"],
                                                      take["n_missing"])]
