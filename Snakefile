@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from xmbench.config import check_config, config_hash, dataset_root, fraction_tag
+from xmbench.data.waymo_env import uses_waymo, waymo_python
 from xmbench.errors import BenchError
 from xmbench.methods import load_method
 from xmbench.tasks import load_task
@@ -26,10 +27,18 @@ try:
         if _engine not in TASKS[_task].spec["engines"]:
             raise BenchError(f"config field 'engines.{_task}': unknown engine '{_engine}' "
                              f"(known: {sorted(TASKS[_task].spec['engines'])})")
+        for _name, _ds in CFG["datasets"].items():
+            TASKS[_task].check_format(_ds["format"], _name)
+            if _engine == "openpcdet" and _ds["format"] != "nuscenes":
+                raise BenchError(f"config field 'engines.{_task}': the openpcdet engine reads nuScenes datasets "
+                                 f"only (its Waymo info files are not written yet); dataset '{_name}' is "
+                                 f"{_ds['format']}: use the native engine or disable the dataset")
         if _engine == "openpcdet":
             from xmbench.detection.openpcdet import check_openpcdet
 
             check_openpcdet(CFG.get("openpcdet", {}).get("root", ""))
+    if uses_waymo(CFG):
+        waymo_python(CFG)  # the Waymo environment must exist before the first job needs it
 except BenchError as exc:
     sys.exit(f"error: {exc}")
 

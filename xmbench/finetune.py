@@ -41,6 +41,7 @@ class FinetuneContext:
     engine_cfg: dict | None = None       # the config's section named after the engine (e.g. `openpcdet`)
     split_sha256: str | None = None
     checkpoint_sha256: str | None = None
+    waymo_python: str | None = None      # the Waymo environment's interpreter, for Waymo's metric ops
 
     def fingerprint(self) -> str:
         """What a saved training state must match to be resumed by this run."""
@@ -154,9 +155,11 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
     t0 = time.time()
     recipe = task.recipe(cfg["datasets"][dataset]["recipe_profile"], fraction)
     engine_name = engine or task.spec["default_engine"]
+    fmt = cfg["datasets"][dataset]["format"]
+    primary = task.primary_metric(fmt)
     record = {"status": "ok", "reason": None, "dataset": dataset, "task": task.name, "engine": engine_name,
               "method": method, "fraction": fraction, "seed": seed,
-              "primary_metric": {**{k: task.spec["primary_metric"][k] for k in ("name", "unit")}, "value": None},
+              "primary_metric": {**{k: primary[k] for k in ("name", "unit")}, "value": None},
               "metrics": {}, "recipe": recipe, "recipe_hash": recipe_hash(recipe)}
     prov = {"config_hash": config_hash({"model": cfg["model"], "dataset": cfg["datasets"][dataset]}),
             "split_sha256": None, "checkpoint_sha256": None}
@@ -170,16 +173,25 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
             checkpoint = Path(pre["checkpoint"])
             prov["checkpoint_sha256"] = sha256_file(checkpoint)
         torch.set_num_threads(cfg.get("threads", 1))
+        task.check_format(fmt, dataset)
         _, module = task.engine(engine_name)
+        waymo_py = None
+        if fmt == "waymo":
+            from .data.waymo_env import waymo_python
+
+            waymo_py = str(waymo_python(cfg))
         ctx = FinetuneContext(dataset, task.name, method, fraction, seed, recipe, cfg["model"],
                               load_json(index_path), load_json(labels_path), tokens, checkpoint, out_dir,
                               torch.device(device), cfg.get("threads", 1), cfg.get(engine_name),
-                              prov["split_sha256"], prov["checkpoint_sha256"])
+                              prov["split_sha256"], prov["checkpoint_sha256"], waymo_py)
         result = module.finetune(ctx)
         record["metrics"] = result["metrics"]
         record["init"] = result.get("init")
-        key, scale = task.spec["primary_metric"]["key"], task.spec["primary_metric"]["scale"]
-        record["primary_metric"]["value"] = result["metrics"][key] * scale
+        value = result["metrics"][primary["key"]]
+        if value is None:
+            raise BenchError(f"{primary['name']} is undefined: the val split of '{dataset}' has no ground truth "
+                             f"of the classes {task.name} scores")
+        record["primary_metric"]["value"] = value * primary["scale"]
     except Exception as exc:  # a crash of one cell must not hide the other cells' results
         record["status"] = "failed"
         record["reason"] = f"{type(exc).__name__}: {exc}"

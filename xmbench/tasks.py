@@ -28,6 +28,16 @@ class TaskSpec:
         iters = max(r["iterations_min"], round(r["iterations_full"] * fraction ** r["iterations_exponent"]))
         return {"task": self.name, "profile": profile, "fraction": fraction, "iterations": int(iters), **r}
 
+    def primary_metric(self, fmt: str) -> dict:
+        """The headline metric on a dataset of format ``fmt`` (Waymo's own for Waymo detection)."""
+        return self.spec.get("primary_metric_by_format", {}).get(fmt, self.spec["primary_metric"])
+
+    def check_format(self, fmt: str, dataset: str) -> None:
+        formats = self.spec.get("formats", ["nuscenes"])
+        if fmt not in formats:
+            raise BenchError(f"{self.folder / 'task.yaml'}: task '{self.name}' reads {'/'.join(formats)} datasets, "
+                             f"not dataset '{dataset}' of format {fmt}; drop one of them from the config")
+
     def engine(self, name: str | None = None):
         name = name or self.spec["default_engine"]
         if name not in self.spec["engines"]:

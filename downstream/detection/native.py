@@ -1,5 +1,6 @@
 """Native detection engine: encoder -> BEV (HeightCompression) -> BEV backbone -> CenterPoint head,
-scored by nuscenes-devkit's DetectionEval (detection_cvpr_2019) on the dataset's val split.
+scored on the dataset's val split by its own evaluation: nuscenes-devkit's DetectionEval
+(detection_cvpr_2019), or waymo_open_dataset's metric ops (mAP / mAPH at LEVEL_1 and LEVEL_2).
 
 Engine settings (head grouping, BEV backbone widths, losses, post-processing, GT sampling) come
 from native.yaml under the recipe's profile: a function of the profile only, as the recipe is.
@@ -20,6 +21,7 @@ from xmbench.data.frames import FrameDataset
 from xmbench.detection.boxes import frame_boxes, in_range, transform_boxes
 from xmbench.detection.gt_sampling import build_database, paste
 from xmbench.detection.nuscenes_eval import attributes_from_labels, evaluate, submission
+from xmbench.detection.waymo_eval import evaluate_waymo
 from xmbench.errors import BenchError
 from xmbench.finetune import FinetuneContext, batch_order, load_backbone_init, make_optimizer, warmup_cosine
 from xmbench.models.build import build_lidar_backbone
@@ -32,17 +34,25 @@ from xmbench.pretraining.augment import random_view
 SETTINGS = Path(__file__).with_name("native.yaml")
 
 
-def load_settings(profile: str, path: Path = SETTINGS) -> dict:
+def load_settings(profile: str, fmt: str = "nuscenes", path: Path = SETTINGS) -> dict:
+    """The profile's engine settings with the dataset format's classes, heads, NMS radii, output
+    range and GT-sampling groups merged in (keys as OpenPCDet names them)."""
     spec = yaml.safe_load(Path(path).read_text())
     if profile not in spec["profiles"]:
         raise BenchError(f"{path}: no profile '{profile}' (known: {sorted(spec['profiles'])}); "
                          "add it beside the task.yaml recipe of the same name")
-    s = spec["profiles"][profile]
+    if fmt not in spec["formats"]:
+        raise BenchError(f"{path}: no settings for dataset format '{fmt}' (known: {sorted(spec['formats'])})")
+    s, f = dict(spec["profiles"][profile]), spec["formats"][fmt]
+    s["class_names"], s["class_names_each_head"] = f["class_names"], f["class_names_each_head"]
+    s["post_processing"] = {**s["post_processing"], "circle_nms_min_radius": f["circle_nms_min_radius"],
+                            "post_center_limit_range": f["post_center_limit_range"]}
+    s["gt_sampling"] = {**s["gt_sampling"], "sample_groups": f["sample_groups"]}
     heads = [n for names in s["class_names_each_head"] for n in names]
     if sorted(heads) != sorted(s["class_names"]):
-        raise BenchError(f"{path}: profile '{profile}': class_names_each_head must hold each class once")
+        raise BenchError(f"{path}: formats.{fmt}: class_names_each_head must hold each class once")
     if len(s["post_processing"]["circle_nms_min_radius"]) != len(s["class_names_each_head"]):
-        raise BenchError(f"{path}: profile '{profile}': one circle_nms_min_radius per head")
+        raise BenchError(f"{path}: formats.{fmt}: one circle_nms_min_radius per head")
     return s
 
 
@@ -166,7 +176,8 @@ def predict(model: DetectionModel, data: FrameDataset, settings: dict, device) -
 
 
 def finetune(ctx: FinetuneContext) -> dict:
-    settings = load_settings(ctx.recipe["profile"])
+    fmt = ctx.index.get("format", "nuscenes")
+    settings = load_settings(ctx.recipe["profile"], fmt)
     torch.manual_seed(ctx.seed)
     model = DetectionModel(ctx.model_cfg, settings).to(ctx.device)
     init = load_backbone_init(model.encoder, ctx.init_checkpoint)
@@ -182,9 +193,12 @@ def finetune(ctx: FinetuneContext) -> dict:
     val_frames = [f for f in ctx.index["frames"] if f["split"] == "val"]
     val_set = FrameDataset(ctx.index, [f["token"] for f in val_frames], image_size, labels=None, with_images=False)
     detections = predict(model, val_set, settings, ctx.device)
-    attributes = attributes_from_labels(ctx.labels, ctx.train_tokens)
-    result = submission(val_frames, detections, settings["class_names"], attributes)
-    metrics = evaluate(ctx.index, result, ctx.out_dir / "eval")
+    if fmt == "waymo":
+        metrics = evaluate_waymo(ctx, val_frames, detections, settings["class_names"], ctx.out_dir / "eval")
+    else:
+        attributes = attributes_from_labels(ctx.labels, ctx.train_tokens)
+        result = submission(val_frames, detections, settings["class_names"], attributes)
+        metrics = evaluate(ctx.index, result, ctx.out_dir / "eval")
     train_classes = sorted({b["name"] for t in ctx.train_tokens for b in ctx.labels["frames"][t]["boxes"]
                             if b["name"] in settings["class_names"]})
     metrics["classes_in_train_split"] = train_classes

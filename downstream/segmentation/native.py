@@ -1,7 +1,12 @@
-"""Native segmentation engine: encoder + sparse U-Net decoder, nuscenes-devkit's LidarSegEval.
+"""Native segmentation engine: encoder + sparse U-Net decoder, scored by the dataset's own
+evaluation: nuscenes-devkit's LidarSegEval (16 classes) or, on Waymo, the 23 Waymo segmentation
+classes' IoU over the labelled val frames (xmbench.data.waymo_metrics, in the Waymo environment).
 
 Points beyond the voxel range are clamped onto its border, so every point of every val cloud gets
 a prediction, as the devkit's evaluation requires (it scores all points of every sample).
+
+Training uses the frames of the labelled split that carry segmentation labels: all of them on
+nuScenes-lidarseg, a subset on Waymo (which labels segmentation on some frames only).
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmbench.atomic import write_json
+from xmbench.atomic import write_json, write_npy
 from xmbench.data.frames import FrameDataset, collate
 from xmbench.errors import BenchError
 from xmbench.finetune import (FinetuneContext, TrainState, batch_order, load_backbone_init, make_optimizer,
@@ -23,7 +28,7 @@ from xmbench.models.unet_decoder import SparseUNetDecoder
 from xmbench.models.voxelize import voxelize
 from xmbench.pretraining.augment import random_view
 
-IGNORE = 0  # the devkit's ignore class in the 16-class lidarseg index
+IGNORE = 0  # the ignore class: the devkit's 'ignore' (16-class index), Waymo's TYPE_UNDEFINED
 
 
 class SegmentationModel(nn.Module):
@@ -101,6 +106,43 @@ def predict_val(model: SegmentationModel, data: FrameDataset, folder: Path, devi
         pred.tofile(folder / f"{token}_lidarseg.bin")
 
 
+@torch.no_grad()
+def predict_waymo(model: SegmentationModel, data: FrameDataset, folder: Path, device) -> dict:
+    """One (N,) int32 prediction per labelled val frame (all its points), and the metrics tool's
+    pairs file: {token: {gt, pred}}."""
+    model.eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = {}
+    for i in range(len(data)):
+        item = data[i]
+        pts = item["points"].to(device)
+        logits = model(pts, torch.zeros(len(pts), dtype=torch.long, device=device), 1)
+        logits[:, IGNORE] = -float("inf")
+        token = data.frames[i]["token"]
+        write_npy(folder / f"{token}.npy", logits.argmax(1).to(torch.int32).cpu().numpy())
+        pairs[token] = {"gt": str(data.dataroot / data.labels["frames"][token]["lidarseg_path"]),
+                        "pred": str(folder / f"{token}.npy")}
+    return pairs
+
+
+def evaluate_waymo(ctx: FinetuneContext, model: SegmentationModel, image_size) -> dict:
+    from xmbench.data.waymo_env import run_module
+
+    val_tokens = [f["token"] for f in ctx.index["frames"]
+                  if f["split"] == "val" and ctx.labels["frames"][f["token"]]["lidarseg_path"]]
+    if not val_tokens:
+        raise BenchError(f"dataset '{ctx.dataset}': no val frame has segmentation labels; nothing to score")
+    # labels are passed only to find each frame's ground-truth file; the model never sees them
+    val_set = FrameDataset(ctx.index, val_tokens, image_size, labels=ctx.labels, with_images=False)
+    results = ctx.out_dir / "eval"
+    pairs = predict_waymo(model, val_set, results / "pred", ctx.device)
+    write_json(results / "seg_pairs.json", {"frames": pairs})
+    run_module(ctx.waymo_python, "waymo_metrics", ["--seg", results / "seg_pairs.json", "--out", results / "waymo_seg.json"])
+    res = json.loads((results / "waymo_seg.json").read_text())["segmentation"]
+    return {"miou": res["mIoU"], "iou_per_class": res["per_class"], "num_val_points": res["num_points"],
+            "num_val_frames": len(val_tokens)}
+
+
 def evaluate(index: dict, results_folder: Path) -> dict:
     from nuscenes.eval.lidarseg.evaluate import LidarSegEval
     from nuscenes.nuscenes import NuScenes
@@ -125,9 +167,17 @@ def run(ctx: FinetuneContext, model: nn.Module) -> dict:
     and score it with the devkit. Shared by every lidarseg protocol (full finetuning here, the linear
     probe), so they differ only in the model they pass."""
     image_size = tuple(ctx.model_cfg["image"]["size"])
-    train_set = FrameDataset(ctx.index, ctx.train_tokens, image_size, labels=ctx.labels, with_images=False)
+    labelled = [t for t in ctx.train_tokens if ctx.labels["frames"][t]["lidarseg_path"]]
+    if not labelled:
+        raise BenchError(f"none of the {len(ctx.train_tokens)} frames of the {ctx.fraction:g} split of "
+                         f"'{ctx.dataset}' has segmentation labels; use a larger fraction or more labelled frames")
+    train_set = FrameDataset(ctx.index, labelled, image_size, labels=ctx.labels, with_images=False)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     train(model, train_set, ctx.recipe, ctx.seed, ctx.device, ctx.out_dir, ctx.fingerprint())
+    if ctx.index.get("format") == "waymo":
+        metrics = evaluate_waymo(ctx, model, image_size)
+        metrics["num_train_frames_labelled"] = len(labelled)
+        return metrics
     val_tokens = [f["token"] for f in ctx.index["frames"] if f["split"] == "val"]
     val_set = FrameDataset(ctx.index, val_tokens, image_size, labels=None, with_images=False)
     results = ctx.out_dir / "eval"

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..errors import BenchError
 from .geometry import apply
-from .sensor_io import read_image, read_lidarseg, read_pcd_bin
+from .sensor_io import read_image, read_lidarseg, read_pcd_bin, read_waymo_points, read_waymo_seg
 
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGE_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -29,8 +29,19 @@ def load_json(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_points(dataroot: Path, frame: dict) -> tuple[np.ndarray, int]:
-    """(N, 5) x, y, z, intensity, time lag in the keyframe LiDAR frame; keyframe points come first."""
+def load_points(dataroot: Path, frame: dict, fmt: str = "nuscenes") -> tuple[np.ndarray, int]:
+    """(N, 5) point features and how many of them are the keyframe's (they come first).
+
+    nuScenes: x, y, z, intensity, time lag, in the keyframe LiDAR frame (OpenPCDet's nuScenes
+    features). Waymo: x, y, z, tanh(intensity), elongation, in the vehicle frame, all five lidars
+    and both returns: OpenPCDet's Waymo ``used_feature_list`` with its tanh on intensity
+    (pcdet/datasets/waymo/waymo_dataset.py).
+    """
+    if fmt == "waymo":
+        pts = read_waymo_points(dataroot / frame["lidar_path"])
+        out = pts[:, :5].copy()
+        out[:, 3] = np.tanh(out[:, 3])
+        return out, len(out)
     key = read_pcd_bin(dataroot / frame["lidar_path"])
     parts = [np.concatenate([key[:, :4], np.zeros((len(key), 1), np.float32)], axis=1)]
     for sweep in frame["sweeps"]:
@@ -43,6 +54,9 @@ def load_points(dataroot: Path, frame: dict) -> tuple[np.ndarray, int]:
 
 def load_camera(dataroot: Path, cam: dict, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Image resized to ``size`` (w, h) and normalised, with the intrinsic scaled to match."""
+    if not cam.get("path"):
+        raise BenchError(f"{dataroot}: a camera of the index has no image (its TFRecord frame holds none); "
+                         "methods that read images need TFRecords with camera images")
     img = read_image(dataroot / cam["path"])
     sx, sy = size[0] / img.width, size[1] / img.height
     arr = np.asarray(img.resize(size, Image.BILINEAR), dtype=np.float32) / 255.0
@@ -63,6 +77,7 @@ class FrameDataset(torch.utils.data.Dataset):
 
     def __post_init__(self):
         self.dataroot = Path(self.index["dataroot"])
+        self.format = self.index.get("format", "nuscenes")
         by_token = {f["token"]: f for f in self.index["frames"]}
         missing = [t for t in self.tokens if t not in by_token]
         if missing:
@@ -77,7 +92,7 @@ class FrameDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         frame = self.frames[i]
-        points, n_key = load_points(self.dataroot, frame)
+        points, n_key = load_points(self.dataroot, frame, self.format)
         item = {"token": frame["token"], "points": torch.from_numpy(points), "n_key_points": n_key}
         if self.with_images:
             imgs, ks, l2c = [], [], []
@@ -96,7 +111,9 @@ class FrameDataset(torch.utils.data.Dataset):
     def _labels(self, frame: dict, points: np.ndarray, n_key: int) -> dict:
         rec = self.labels["frames"][frame["token"]]
         seg = np.zeros(len(points), dtype=np.int64)  # sweep points carry no label: ignore (0)
-        if rec["lidarseg_path"]:
+        if rec["lidarseg_path"] and self.format == "waymo":  # Waymo's 23 classes: no mapping; 0 is ignored
+            seg[:n_key] = read_waymo_seg(self.dataroot / rec["lidarseg_path"], n_key)
+        elif rec["lidarseg_path"]:
             fine = read_lidarseg(self.dataroot / rec["lidarseg_path"], n_key)
             seg[:n_key] = self.fine_to_coarse[fine]
         return {"seg_labels": torch.from_numpy(seg), "boxes": rec["boxes"]}

@@ -9,6 +9,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import BenchError
 
 PCD_COLUMNS = 5  # x, y, z, intensity, ring index (nuScenes .pcd.bin)
+WAYMO_COLUMNS = 7  # x, y, z, intensity, elongation, return index, lidar id (xmbench.data.waymo_convert)
 
 
 def read_pcd_bin(path: str | Path) -> np.ndarray:
@@ -23,6 +24,36 @@ def read_pcd_bin(path: str | Path) -> np.ndarray:
     if not np.isfinite(pts).all():
         raise BenchError(f"{path}: .pcd.bin holds non-finite values; re-generate or re-download it")
     return pts
+
+
+def _read_npy(path: Path, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise BenchError(f"{path}: {what} file missing (re-run the build_index rule, which converts Waymo frames)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise BenchError(f"{path}: unreadable .npy ({exc}); re-run the build_index rule") from None
+
+
+def read_waymo_points(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    pts = _read_npy(path, "LiDAR")
+    if pts.ndim != 2 or pts.shape[1] != WAYMO_COLUMNS or pts.dtype != np.float32:
+        raise BenchError(f"{path}: expected float32 (N, {WAYMO_COLUMNS}) Waymo points, got {pts.dtype} {pts.shape}; "
+                         "re-run the build_index rule")
+    if not np.isfinite(pts).all():
+        raise BenchError(f"{path}: Waymo points hold non-finite values; re-run the build_index rule")
+    return pts
+
+
+def read_waymo_seg(path: str | Path, n_points: int) -> np.ndarray:
+    """The class column of a converted Waymo segmentation file (instance, class per point)."""
+    path = Path(path)
+    seg = _read_npy(path, "segmentation label")
+    if seg.ndim != 2 or seg.shape[1] != 2 or not np.issubdtype(seg.dtype, np.integer) or len(seg) != n_points:
+        raise BenchError(f"{path}: expected integer (N, 2) labels for a cloud of {n_points} points, got "
+                         f"{seg.dtype} {seg.shape}; the label file does not belong to this cloud")
+    return seg[:, 1].astype(np.int64)
 
 
 def read_lidarseg(path: str | Path, n_points: int) -> np.ndarray:

@@ -316,8 +316,10 @@ def convert_frame(frame: dataset_pb2.Frame, out: Path, split: str, frame_index: 
     return record, labels
 
 
-def convert(inputs: list[str], out: str | Path, split: str | None = None, dataset: str = "waymo") -> tuple[dict, dict]:
-    """Convert every frame of ``inputs`` into ``out``; index.json and labels.json are written last."""
+def convert(inputs: list[str], out: str | Path, split: str | None = None, dataset: str = "waymo",
+            index_path: str | Path | None = None, labels_path: str | Path | None = None) -> tuple[dict, dict]:
+    """Convert every frame of ``inputs`` into ``out``; index.json and labels.json (in ``out`` unless
+    given elsewhere) are written last, so an index never names a frame file that is not there."""
     out = Path(out).resolve()
     files = tfrecord_files(inputs)
     splits = {f: split_of(f, split) for f in files}  # fail on an unknown split before writing anything
@@ -348,8 +350,8 @@ def convert(inputs: list[str], out: str | Path, split: str | None = None, datase
                    # The same keys as the nuScenes labels: Waymo's classes map to themselves.
                    "lidarseg_fine_to_coarse": list(range(len(names))), "lidarseg_coarse_names": names,
                    "frames": labels}
-    write_json(out / "labels.json", label_table, indent=None)
-    write_json(out / "index.json", index, indent=None)
+    write_json(labels_path or out / "labels.json", label_table, indent=None)
+    write_json(index_path or out / "index.json", index, indent=None)
     return index, label_table
 
 
@@ -359,9 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (index.json, labels.json, per-frame files)")
     parser.add_argument("--split", help="split of every input (default: from a training/validation/testing folder)")
     parser.add_argument("--dataset", default="waymo", help="dataset name recorded in the index")
+    parser.add_argument("--index", help="where to write index.json (default: in --out)")
+    parser.add_argument("--labels", help="where to write labels.json (default: in --out)")
     args = parser.parse_args(argv)
     try:
-        index, _ = convert(args.tfrecords, args.out, args.split, args.dataset)
+        index, _ = convert(args.tfrecords, args.out, args.split, args.dataset, args.index, args.labels)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -45,7 +45,7 @@ from .waymo_convert import WAYMO_CAM_TO_OPTICAL  # noqa: E402
 FRAME_INTERVAL_US = 100_000  # Waymo records at 10 Hz
 SPIN_SECONDS = 0.1  # one TOP revolution per frame
 LABEL_RANGE = 75.0  # Waymo labels objects within 75 m of the vehicle
-SEG_EVERY = 2  # Waymo labels segmentation on a subset of frames; here every second frame
+SEG_EVERY = 2  # Waymo labels segmentation on a subset of frames; by default every second frame here
 # Points closer than this to a box surface are dropped: the converter computes in float32 with
 # global coordinates of thousands of metres, so inside/outside must not hinge on the last millimetres.
 BOX_SURFACE_MARGIN = 5e-3
@@ -116,6 +116,7 @@ class GeneratorConfig:
     short_width: int = 120
     image_scale: float = 0.25
     jpeg_quality: int = 85
+    seg_every: int = SEG_EVERY  # frames k with k % seg_every == 0 carry segmentation labels
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,7 +654,7 @@ def _encode_return(ri: dataset_pb2.RangeImage, returns: Returns, ret: int, camer
 def make_frame(cfg: GeneratorConfig, seg_index: int, rig: SegmentRig, k: int) -> SimulatedFrame:
     ctx = _frame_context(rig, k)
     frame = _frame_header(rig, rig.t0_us + k * FRAME_INTERVAL_US, ctx.pose)
-    with_seg = k % SEG_EVERY == 0
+    with_seg = k % cfg.seg_every == 0
     counts = np.zeros(len(ctx.snap.box_id), dtype=np.int64)
     top_counts = np.zeros_like(counts)
     points, segs = [], []
@@ -701,8 +702,8 @@ def _truth_box(label: label_pb2.Label) -> dict:
 
 def generate(out: str | Path, cfg: GeneratorConfig = GeneratorConfig(), truth: str | Path | None = None) -> list[Path]:
     """Write one TFRecord per segment (each atomically) and return their paths."""
-    if cfg.frames < 1 or cfg.segments < 1 or not 0 <= cfg.val_segments <= cfg.segments:
-        raise ValueError("need frames >= 1, segments >= 1 and 0 <= val_segments <= segments")
+    if cfg.frames < 1 or cfg.segments < 1 or cfg.seg_every < 1 or not 0 <= cfg.val_segments <= cfg.segments:
+        raise ValueError("need frames >= 1, segments >= 1, seg_every >= 1 and 0 <= val_segments <= segments")
     out = Path(out)
     written, truth_boxes = [], {}
     for i in range(cfg.segments):
@@ -737,10 +738,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short-width", type=int, default=d.short_width,
                         help="short-range lidars' range image width (real: 600; height is a third)")
     parser.add_argument("--image-scale", type=float, default=d.image_scale, help="camera size / 1920x1280")
+    parser.add_argument("--seg-every", type=int, default=d.seg_every,
+                        help="every how many frames carry 3D segmentation labels (Waymo labels a subset)")
     parser.add_argument("--truth", help="also write the simulated points and boxes here (for tests)")
     args = parser.parse_args(argv)
     cfg = GeneratorConfig(seed=args.seed, segments=args.segments, frames=args.frames, val_segments=args.val_segments,
-                          top_width=args.top_width, short_width=args.short_width, image_scale=args.image_scale)
+                          top_width=args.top_width, short_width=args.short_width, image_scale=args.image_scale,
+                          seg_every=args.seg_every)
     try:
         paths = generate(args.out, cfg, args.truth)
     except ValueError as exc:

@@ -37,7 +37,7 @@ def build_database(index: dict, labels: dict, train_tokens: list[str], class_nam
     frames = {f["token"]: f for f in index["frames"]}
     root = Path(index["dataroot"])
     for token in train_tokens:
-        points, _ = load_points(root, frames[token])
+        points, _ = load_points(root, frames[token], index.get("format", "nuscenes"))
         boxes, labs = frame_boxes(labels["frames"][token]["boxes"], list(class_names))
         for box, lab in zip(boxes, labs):
             inside = points_in_box(points, box)
