@@ -17,6 +17,7 @@ def _run(extra, **kw):
 
 
 METHODS = ["scratch", "crosspoint", "zz_scaffolded", "zz_broken"]
+DATASETS = ["synthetic_nuscenes", "synthetic_waymo"]  # Waymo is switched on as a user would, by run_datasets
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,8 @@ def dag_results(tmp_path_factory):
         broken.write_text(broken.read_text().replace(
             "        g = batch[\"generator\"]\n",
             "        raise RuntimeError(\"deliberately broken for the test\")\n"))
-        res = _run(["--keep-going", "--config", f"results_dir={results}", f"methods=[{', '.join(METHODS)}]"],
-                   timeout=1500)
+        res = _run(["--keep-going", "--config", f"results_dir={results}", f"methods=[{', '.join(METHODS)}]",
+                    f"run_datasets=[{', '.join(DATASETS)}]"], timeout=1800)
     finally:
         for folder in made:
             for p in folder.iterdir():
@@ -47,9 +48,10 @@ def dag_results(tmp_path_factory):
 def test_leaderboard_has_a_row_per_cell_with_devkit_miou(dag_results, test_config):
     everything = pd.read_csv(dag_results / "leaderboard.csv")
     assert len(everything) == (len(METHODS) * len(test_config["fractions"]) * len(test_config["seeds"])
-                               * len(test_config["tasks"]))
+                               * len(test_config["tasks"]) * len(DATASETS))
     assert set(everything["task"]) == set(test_config["tasks"])
-    full = everything[everything["task"] == "segmentation"]
+    assert set(everything["dataset"]) == set(DATASETS)
+    full = everything[(everything["task"] == "segmentation") & (everything["dataset"] == "synthetic_nuscenes")]
     assert set(full["method"]) == set(METHODS)
     broken = full[full["method"] == "zz_broken"]
     assert (broken["status"] == "failed").all()
@@ -71,6 +73,7 @@ def test_leaderboard_has_a_row_per_cell_with_devkit_miou(dag_results, test_confi
 
 def test_detection_cells_are_scored_by_the_devkit(dag_results, test_config):
     board = pd.read_csv(dag_results / "leaderboard.csv")
+    board = board[board["dataset"] == "synthetic_nuscenes"]
     det = board[(board["task"] == "detection") & (board["method"] != "zz_broken")]
     assert len(det) == 3 * len(test_config["fractions"]) and (det["status"] == "ok").all(), det["reason"]
     assert det["primary_metric"].eq("mAP").all() and det["primary_value"].between(0, 100).all()
@@ -81,6 +84,31 @@ def test_detection_cells_are_scored_by_the_devkit(dag_results, test_config):
     assert set(table["method"]) == set(METHODS)
     broken = board[(board["task"] == "detection") & (board["method"] == "zz_broken")]
     assert (broken["status"] == "failed").all()
+
+
+def test_waymo_cells_run_both_tasks_scored_by_waymo_metric_ops(dag_results, test_config):
+    board = pd.read_csv(dag_results / "leaderboard.csv")
+    wm = board[(board["dataset"] == "synthetic_waymo") & (board["method"] != "zz_broken")]
+    assert len(wm) == 3 * len(test_config["fractions"]) * 2 and (wm["status"] == "ok").all(), wm["reason"]
+    det, seg = wm[wm["task"] == "detection"], wm[wm["task"] == "segmentation"]
+    assert det["primary_metric"].eq("mAPH_L2").all() and seg["primary_metric"].eq("mIoU").all()
+    for col in ("metrics.mAP_L1", "metrics.mAPH_L1", "metrics.mAP_L2"):
+        assert det[col].between(0, 1).all(), col
+    assert ((det["primary_value"] - 100 * det["metrics.mAPH_L2"]).abs() < 1e-9).all()
+    assert {"metrics.aph_l2_per_class.Vehicle", "metrics.ap_l1_per_class.Pedestrian"} <= set(det.columns)
+    assert det["metrics.num_val_gt_boxes"].gt(0).all()
+    # segmentation in Waymo's own 23 classes, scored on the labelled val frames only
+    assert {"metrics.iou_per_class.TYPE_CAR", "metrics.iou_per_class.TYPE_ROAD"} <= set(seg.columns)
+    assert seg["primary_value"].gt(0).all() and seg["metrics.num_val_frames"].gt(0).all()
+    for task in ("segmentation", "detection"):
+        table = pd.read_csv(dag_results / f"leaderboard_synthetic_waymo_{task}.csv")
+        assert set(table["method"]) == set(METHODS)
+    # pretraining ran on the Waymo frames, and its checkpoint initialised the Waymo cells
+    rec = json.loads((dag_results / "synthetic_waymo" / "pretrain" / "crosspoint" / "pretrain.json").read_text())
+    assert rec["status"] == "ok" and rec["dataset"] == "synthetic_waymo"
+    runs = [json.loads(p.read_text()) for p in dag_results.glob("synthetic_waymo/*/*/crosspoint/*/*/metrics.json")]
+    assert len(runs) == 4 and all(r["init"]["loaded"] == r["init"]["total"] > 0 for r in runs)
+    assert all(r["provenance"]["checkpoint_sha256"] for r in runs)
 
 
 def test_recipe_and_split_identical_across_methods(dag_results, test_config):

@@ -41,13 +41,16 @@ def load_yaml(path: str | Path):
 def check_config(cfg: dict, source: str | Path = "config") -> dict:
     """Validate against config/schema.yaml and check every named method and task has a folder.
 
-    Returns the config with its disabled datasets (``enabled: false``) left out, so that nothing
-    downstream (the DAG, the leaderboard's grid, the resolved config) ever sees them.
+    Returns the config with only the datasets ``run_datasets`` names (all when it is absent), so
+    that nothing downstream (the DAG, the leaderboard's grid, the resolved config) sees the others.
     """
     validate(cfg, SCHEMA, source)
-    cfg = {**cfg, "datasets": {k: v for k, v in cfg["datasets"].items() if v.get("enabled", True)}}
-    if not cfg["datasets"]:
-        raise BenchError(f"{source}: field 'datasets': every dataset has enabled: false; enable one")
+    run = cfg.get("run_datasets", list(cfg["datasets"]))
+    unknown = [d for d in run if d not in cfg["datasets"]]
+    if unknown:
+        raise BenchError(f"{source}: field 'run_datasets': unknown dataset '{unknown[0]}' "
+                         f"(datasets of this config: {', '.join(cfg['datasets'])})")
+    cfg = {**cfg, "datasets": {k: v for k, v in cfg["datasets"].items() if k in run}, "run_datasets": list(run)}
     for name in cfg["methods"]:
         if not (REPO / "methods" / name / "method.yaml").is_file():
             known = ", ".join(sorted(p.parent.name for p in (REPO / "methods").glob("*/method.yaml")))
