@@ -1,4 +1,4 @@
-"""LiDAR points into the six cameras, with the calibrations of the index (scaled to the input size)."""
+"""LiDAR points into the cameras (six on nuScenes, five on Waymo), with the calibrations of the index (scaled to the input size)."""
 from __future__ import annotations
 
 import torch
