@@ -14,7 +14,12 @@ from xmbench.methods import load_method
 from xmbench.tasks import load_task
 
 
-configfile: "config/default.yaml"
+# The embedded default only when no --configfile is given: Snakemake merges a `configfile:` under
+# the command line's files key by key, so a paper run would otherwise inherit the default's
+# datasets and run_datasets.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/default.yaml"
 
 
 try:
