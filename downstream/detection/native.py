@@ -17,7 +17,7 @@ import yaml
 from torch import nn
 
 from xmbench.config import config_hash
-from xmbench.data.frames import FrameDataset
+from xmbench.data.frames import FrameDataset, index_format
 from xmbench.detection.boxes import frame_boxes, in_range, transform_boxes
 from xmbench.detection.gt_sampling import build_database, paste
 from xmbench.detection.nuscenes_eval import attributes_from_labels, evaluate, submission
@@ -176,7 +176,7 @@ def predict(model: DetectionModel, data: FrameDataset, settings: dict, device) -
 
 
 def finetune(ctx: FinetuneContext) -> dict:
-    fmt = ctx.index.get("format", "nuscenes")
+    fmt = index_format(ctx.index)
     settings = load_settings(ctx.recipe["profile"], fmt)
     torch.manual_seed(ctx.seed)
     model = DetectionModel(ctx.model_cfg, settings).to(ctx.device)

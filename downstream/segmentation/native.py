@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xmbench.atomic import write_json, write_npy
-from xmbench.data.frames import FrameDataset, collate
+from xmbench.data.frames import FrameDataset, collate, index_format
 from xmbench.errors import BenchError
 from xmbench.finetune import (FinetuneContext, TrainState, batch_order, load_backbone_init, make_optimizer,
                               warmup_cosine)
@@ -91,56 +91,47 @@ def train(model: SegmentationModel, data: FrameDataset, recipe: dict, seed: int,
 
 
 @torch.no_grad()
+def point_classes(model: SegmentationModel, item: dict, device) -> torch.Tensor:
+    """The predicted class of each keyframe point of one frame; the ignore class is never predicted."""
+    pts = item["points"].to(device)
+    logits = model(pts, torch.zeros(len(pts), dtype=torch.long, device=device), 1)[:item["n_key_points"]]
+    logits[:, IGNORE] = -float("inf")
+    return logits.argmax(1).cpu()
+
+
+@torch.no_grad()
 def predict_val(model: SegmentationModel, data: FrameDataset, folder: Path, device) -> None:
     """One uint8 file per val cloud in the devkit's 16-class index, named <lidar token>_lidarseg.bin."""
     model.eval()
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(len(data)):
-        item = data[i]
-        n_key = item["n_key_points"]
-        pts = item["points"].to(device)
-        logits = model(pts, torch.zeros(len(pts), dtype=torch.long, device=device), 1)[:n_key]
-        logits[:, IGNORE] = -float("inf")  # the ignore class is never a prediction
-        pred = logits.argmax(1).to(torch.uint8).cpu().numpy()
-        token = data.frames[i]["lidar_token"]
-        pred.tofile(folder / f"{token}_lidarseg.bin")
+        pred = point_classes(model, data[i], device).to(torch.uint8).numpy()
+        pred.tofile(folder / f"{data.frames[i]['lidar_token']}_lidarseg.bin")
 
 
 @torch.no_grad()
-def predict_waymo(model: SegmentationModel, data: FrameDataset, folder: Path, device) -> dict:
-    """One (N,) int32 prediction per labelled val frame (all its points), and the metrics tool's
-    pairs file: {token: {gt, pred}}."""
-    model.eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    pairs = {}
-    for i in range(len(data)):
-        item = data[i]
-        pts = item["points"].to(device)
-        logits = model(pts, torch.zeros(len(pts), dtype=torch.long, device=device), 1)
-        logits[:, IGNORE] = -float("inf")
-        token = data.frames[i]["token"]
-        write_npy(folder / f"{token}.npy", logits.argmax(1).to(torch.int32).cpu().numpy())
-        pairs[token] = {"gt": str(data.dataroot / data.labels["frames"][token]["lidarseg_path"]),
-                        "pred": str(folder / f"{token}.npy")}
-    return pairs
-
-
 def evaluate_waymo(ctx: FinetuneContext, model: SegmentationModel, image_size) -> dict:
+    """Predict every point of each labelled val frame (one (N,) int32 .npy each) and score them
+    against the converted labels with waymo_metrics --seg, which reads the ground truth itself."""
     from xmbench.data.waymo_env import run_module
 
-    val_tokens = [f["token"] for f in ctx.index["frames"]
-                  if f["split"] == "val" and ctx.labels["frames"][f["token"]]["lidarseg_path"]]
-    if not val_tokens:
+    gt = {f["token"]: ctx.labels["frames"][f["token"]]["lidarseg_path"] for f in ctx.index["frames"]
+          if f["split"] == "val" and ctx.labels["frames"][f["token"]]["lidarseg_path"]}
+    if not gt:
         raise BenchError(f"dataset '{ctx.dataset}': no val frame has segmentation labels; nothing to score")
-    # labels are passed only to find each frame's ground-truth file; the model never sees them
-    val_set = FrameDataset(ctx.index, val_tokens, image_size, labels=ctx.labels, with_images=False)
+    val_set = FrameDataset(ctx.index, list(gt), image_size, labels=None, with_images=False)
     results = ctx.out_dir / "eval"
-    pairs = predict_waymo(model, val_set, results / "pred", ctx.device)
+    model.eval()
+    pairs = {}
+    for i, token in enumerate(val_set.tokens):
+        pred = results / "pred" / f"{token}.npy"
+        write_npy(pred, point_classes(model, val_set[i], ctx.device).to(torch.int32).numpy())
+        pairs[token] = {"gt": str(val_set.dataroot / gt[token]), "pred": str(pred)}
     write_json(results / "seg_pairs.json", {"frames": pairs})
     run_module(ctx.waymo_python, "waymo_metrics", ["--seg", results / "seg_pairs.json", "--out", results / "waymo_seg.json"])
     res = json.loads((results / "waymo_seg.json").read_text())["segmentation"]
     return {"miou": res["mIoU"], "iou_per_class": res["per_class"], "num_val_points": res["num_points"],
-            "num_val_frames": len(val_tokens)}
+            "num_val_frames": len(pairs)}
 
 
 def evaluate(index: dict, results_folder: Path) -> dict:
@@ -174,7 +165,7 @@ def run(ctx: FinetuneContext, model: nn.Module) -> dict:
     train_set = FrameDataset(ctx.index, labelled, image_size, labels=ctx.labels, with_images=False)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     train(model, train_set, ctx.recipe, ctx.seed, ctx.device, ctx.out_dir, ctx.fingerprint())
-    if ctx.index.get("format") == "waymo":
+    if index_format(ctx.index) == "waymo":
         metrics = evaluate_waymo(ctx, model, image_size)
         metrics["num_train_frames_labelled"] = len(labelled)
         return metrics

@@ -29,6 +29,12 @@ def load_json(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def index_format(index: dict) -> str:
+    """The dataset format of an index: Waymo's converter records it; a nuScenes index (built by
+    xmbench.data.nuscenes_index) has no such key."""
+    return index.get("format", "nuscenes")
+
+
 def load_points(dataroot: Path, frame: dict, fmt: str = "nuscenes") -> tuple[np.ndarray, int]:
     """(N, 5) point features and how many of them are the keyframe's (they come first).
 
@@ -77,7 +83,7 @@ class FrameDataset(torch.utils.data.Dataset):
 
     def __post_init__(self):
         self.dataroot = Path(self.index["dataroot"])
-        self.format = self.index.get("format", "nuscenes")
+        self.format = index_format(self.index)
         by_token = {f["token"]: f for f in self.index["frames"]}
         missing = [t for t in self.tokens if t not in by_token]
         if missing:

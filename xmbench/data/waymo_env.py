@@ -37,8 +37,8 @@ def uses_waymo(cfg: dict) -> bool:
 def run_module(python: str | Path, module: str, args: list[str]) -> str:
     """Run ``python -m xmbench.data.<module> args`` from the repository; return its stdout.
 
-    Its stderr passes through (progress, TensorFlow's warnings); on failure the BenchError carries
-    the module's own last error line, which names the bad file or field.
+    Its stderr is captured, not shown (TensorFlow's start-up warnings would bury the job log); on
+    failure the BenchError carries the module's own ``error:`` line, which names the bad file or field.
     """
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run([str(python), "-m", f"xmbench.data.{module}", *map(str, args)], cwd=REPO, env=env,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.frames import load_points
+from ..data.frames import index_format, load_points
 from .boxes import frame_boxes, points_in_box
 
 
@@ -37,7 +37,7 @@ def build_database(index: dict, labels: dict, train_tokens: list[str], class_nam
     frames = {f["token"]: f for f in index["frames"]}
     root = Path(index["dataroot"])
     for token in train_tokens:
-        points, _ = load_points(root, frames[token], index.get("format", "nuscenes"))
+        points, _ = load_points(root, frames[token], index_format(index))
         boxes, labs = frame_boxes(labels["frames"][token]["boxes"], list(class_names))
         for box, lab in zip(boxes, labs):
             inside = points_in_box(points, box)
