@@ -166,3 +166,12 @@ def test_openpcdet_engine_without_openpcdet_stops_at_start(tmp_path):
     line = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert line and "openpcdet" in line[0].lower() and "no-openpcdet" in line[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_openpcdet_engine_on_a_waymo_dataset_stops_at_start(tmp_path):
+    res = _run(["-n", "--config", f"results_dir={tmp_path}/r", "run_datasets=[synthetic_waymo]",
+                "engines={detection: openpcdet}"], timeout=300)
+    assert res.returncode != 0
+    line = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert line and "'engines.detection'" in line[0] and "synthetic_waymo" in line[0] and "native" in line[0]
+    assert not (tmp_path / "r").exists()

@@ -28,6 +28,7 @@ def waymo_set(waymo_python, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("waymo_dag")
     cfg = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
     cfg.update(results_dir=str(root), run_datasets=["synthetic_waymo"])
+    cfg["datasets"]["synthetic_waymo"]["generator"]["seg_every"] = 3  # not the generator's default (2)
     (root / "config.json").write_text(json.dumps(cfg))
     data, out = root / "data" / "synthetic_waymo", root / "synthetic_waymo"
     for args in (["generate", "--config", root / "config.json", "--dataset", "synthetic_waymo", "--out", data],
@@ -47,9 +48,9 @@ def test_index_rule_converts_the_generated_tfrecords(waymo_set):
     assert len(index["frames"]) == gen["segments"] * gen["frames"]
     assert sum(f["split"] == "val" for f in index["frames"]) == gen["val_segments"] * gen["frames"]
     assert Path(index["dataroot"]) == waymo_set["root"] / "synthetic_waymo" / "frames"
-    # seg_every: 2 labels frames 0 and 2 of each segment, as the generator option says
+    # seg_every: 3 reaches the generator through the config: frames 0 and 3 of each segment are labelled
     seg = sorted(f["frame_index"] for f in index["frames"] if labels["frames"][f["token"]]["lidarseg_path"])
-    assert seg == sorted([0, 2] * gen["segments"])
+    assert seg == sorted([0, 3] * gen["segments"])
 
 
 def test_loader_gives_openpcdet_waymo_features_and_waymo_classes(waymo_set):
