@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from xmbench.config import check_config, config_hash, dataset_root, fraction_tag
+from xmbench import grid
+from xmbench.config import check_config, config_hash, dataset_root
 from xmbench.data.waymo_env import uses_waymo, waymo_python
 from xmbench.errors import BenchError
 from xmbench.methods import load_method
@@ -27,11 +28,8 @@ try:
     METHODS = {m: load_method(m) for m in CFG["methods"]}
     TASKS = {t: load_task(t) for t in CFG["tasks"]}
     TASK_SETTINGS = {t: spec.settings_hash() for t, spec in TASKS.items()}  # a finetune param: edits re-run cells
-    for _task in TASKS:
-        _engine = CFG.get("engines", {}).get(_task, TASKS[_task].spec["default_engine"])
-        if _engine not in TASKS[_task].spec["engines"]:
-            raise BenchError(f"config field 'engines.{_task}': unknown engine '{_engine}' "
-                             f"(known: {sorted(TASKS[_task].spec['engines'])})")
+    ENGINES = grid.task_engines(CFG, {t: spec.spec for t, spec in TASKS.items()})
+    for _task, _engine in ENGINES.items():
         for _name, _ds in CFG["datasets"].items():
             TASKS[_task].check_format(_ds["format"], _name)
             if _engine == "openpcdet" and _ds["format"] != "nuscenes":
@@ -42,6 +40,7 @@ try:
             from xmbench.detection.openpcdet import check_openpcdet
 
             check_openpcdet(CFG.get("openpcdet", {}).get("root", ""))
+    CELLS = grid.cells(CFG, {t: spec.spec for t, spec in TASKS.items()})
     if uses_waymo(CFG):
         waymo_python(CFG)  # the Waymo environment must exist before the first job needs it
 except BenchError as exc:
@@ -50,7 +49,7 @@ except BenchError as exc:
 R = CFG["results_dir"]
 PY = sys.executable
 CLI = f"{PY} -m xmbench.cli"
-FRACTIONS = {fraction_tag(f): f for f in CFG["fractions"]}
+FRACTIONS = {grid.fraction_tag(f): f for f in CFG["fractions"]}
 CONFIG_JSON = Path(R) / "config.resolved.json"
 _text = json.dumps(CFG, indent=1, sort_keys=True)
 if not CONFIG_JSON.exists() or CONFIG_JSON.read_text() != _text:
@@ -86,17 +85,11 @@ def slurm(res):
     return out
 
 
-def engine_of(task):
-    return CFG.get("engines", {}).get(task, TASKS[task].spec["default_engine"])
-
-
 def metrics_files():
-    return [f"{R}/{d}/{t}/{engine_of(t)}/{m}/{tag}/seed{s}/metrics.json"
-            for d in CFG["datasets"] for t in CFG["tasks"] for m in CFG["methods"]
-            for tag in FRACTIONS for s in CFG["seeds"]]
+    return [str(c.metrics_path(R)) for c in CELLS]
 
 
-TABLES = [f"{d}_{t}" for d in CFG["datasets"] for t in CFG["tasks"]]
+TABLES = grid.table_names(CFG)
 CAPTIONS = "xmbench/report_captions"
 PLOTS = ["label_efficiency", "gains", "per_class", "gain_vs_cost"]
 
@@ -114,6 +107,7 @@ wildcard_constraints:
     dataset="|".join(CFG["datasets"]),
     method="[a-z][a-z0-9_]*",
     task="|".join(CFG["tasks"]),
+    engine="|".join(sorted(set(ENGINES.values()))),
     frac="|".join(FRACTIONS),
     seed=r"\d+",
 
@@ -204,7 +198,7 @@ rule finetune:
         split=f"{R}/{{dataset}}/splits/{{frac}}.txt",
         pretrain=pretrain_input,
     output:
-        f"{R}/{{dataset}}/{{task}}/{{engine}}/{{method}}/{{frac}}/seed{{seed}}/metrics.json",
+        f"{R}/{grid.METRICS}",
     params:
         fraction=lambda wc: FRACTIONS[wc.frac],
         out_dir=lambda wc, output: str(Path(output[0]).parent),
@@ -221,7 +215,7 @@ rule finetune:
         slurm_partition=lambda wc: slurm(finetune_resources(wc.task, wc.dataset))["slurm_partition"],
         slurm_account=lambda wc: slurm(finetune_resources(wc.task, wc.dataset)).get("slurm_account", ""),
     benchmark:
-        f"{R}/benchmarks/finetune/{{dataset}}_{{task}}_{{engine}}_{{method}}_{{frac}}_seed{{seed}}.tsv"
+        f"{R}/{grid.BENCHMARK}"
     shell:
         f"{CLI} finetune --config {CONFIG_JSON} --dataset {{wildcards.dataset}} --task {{wildcards.task}} "
         "--engine {wildcards.engine} --method {wildcards.method} --fraction {params.fraction} "

@@ -81,10 +81,3 @@ def dataset_root(cfg: dict, dataset: str) -> Path:
     if ds["source"] == "synthetic":
         return Path(cfg["results_dir"]) / "data" / dataset
     return Path(ds["root"])
-
-
-def fraction_tag(fraction: float) -> str:
-    """A path-safe name for a label fraction: 0.01 -> '1pct', 0.005 -> '0.5pct', 1.0 -> '100pct'."""
-    pct = round(float(fraction) * 100, 6)
-    text = f"{pct:g}"
-    return f"{text}pct"

@@ -17,6 +17,7 @@ from .atomic import atomic_path, sha256_file, write_json, write_text
 from .config import config_hash
 from .data.frames import load_json
 from .errors import BenchError
+from .grid import engine_of
 from .provenance import provenance
 from .splits import read_split
 from .tasks import TaskSpec, recipe_hash
@@ -154,7 +155,7 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
     out_dir = Path(out_dir)
     t0 = time.time()
     recipe = task.recipe(cfg["datasets"][dataset]["recipe_profile"], fraction)
-    engine_name = engine or task.spec["default_engine"]
+    engine_name = engine or engine_of(cfg, task.name, task.spec)
     fmt = cfg["datasets"][dataset]["format"]
     primary = task.primary_metric(fmt)
     record = {"status": "ok", "reason": None, "dataset": dataset, "task": task.name, "engine": engine_name,

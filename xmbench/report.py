@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import stats
+from .grid import fraction_label
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED_CSV = REPO / "config" / "published_results.csv"
@@ -30,10 +31,6 @@ GAIN_NOTE = ("Gain = method − scratch, paired on (fraction, seed, split sha256
 
 def _isnan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def fraction_label(f) -> str:
-    return f"{float(f) * 100:g}%"
 
 
 # --------------------------------------------------------------------------- published numbers

@@ -34,6 +34,7 @@ import pandas as pd
 from . import stats
 from .atomic import atomic_path, write_text
 from .errors import BenchError
+from .grid import Cell, cells, fraction_label, metrics_glob
 
 ID = ["dataset", "task", "engine", "method", "fraction", "seed"]
 GROUP = ["dataset", "task", "engine"]
@@ -43,10 +44,6 @@ FRONT = ID + ["status", "reason", "primary_metric", "primary_unit", "primary_val
 
 
 # --------------------------------------------------------------------------- loading
-
-def fraction_label(fraction: float) -> str:
-    return f"{float(fraction) * 100:g}%"
-
 
 def _frac_key(f) -> float:
     return round(float(f), 9)
@@ -59,27 +56,16 @@ def _key(rec: dict) -> tuple:
 
 
 def expected_grid(cfg: dict, results_dir: str | Path | None = None) -> list[dict]:
-    """Every cell the config asks for, with the path its metrics.json has in the DAG."""
-    from .config import fraction_tag
-    from .tasks import load_task
-
-    r = Path(results_dir if results_dir is not None else cfg["results_dir"])
-    engines = {t: load_task(t).spec["default_engine"] for t in cfg["tasks"]}
-    return [{"dataset": d, "task": t, "engine": engines[t], "method": m, "fraction": float(f), "seed": int(s),
-             "path": str(r / d / t / engines[t] / m / fraction_tag(f) / f"seed{s}" / "metrics.json")}
-            for d in cfg["datasets"] for t in cfg["tasks"] for m in cfg["methods"]
-            for f in cfg["fractions"] for s in cfg["seeds"]]
+    """Every cell the config asks for (engines as the config selects them), with the path its
+    metrics.json has in the DAG."""
+    r = results_dir if results_dir is not None else cfg["results_dir"]
+    return [{**c.identity(), "path": str(c.metrics_path(r))} for c in cells(cfg)]
 
 
 def _identity_from_path(path: Path) -> dict:
     """<results>/<dataset>/<task>/<engine>/<method>/<tag>pct/seed<k>/metrics.json -> identity."""
-    parts = Path(path).parts
-    try:
-        d, t, e, m, tag, seed = parts[-7:-1]
-        return {"dataset": d, "task": t, "engine": e, "method": m,
-                "fraction": float(tag.removesuffix("pct")) / 100, "seed": int(seed.removeprefix("seed"))}
-    except (ValueError, IndexError):
-        return {}
+    cell = Cell.from_metrics_path(path)
+    return cell.identity() if cell else {}
 
 
 _SECTIONS = ("metrics", "cost", "provenance", "init")
@@ -319,8 +305,6 @@ def pretrain_costs(out_dir: Path, dataset: str, methods) -> dict[str, dict]:
 def load_runs(paths, expected: list[dict] | None = None, out_dir: str | Path | None = None) -> pd.DataFrame:
     """One row per run: ok and failed runs from their metrics.json, and ``missing`` rows for every
     expected cell without one. ``out_dir`` (the results folder) is where the benchmark TSVs are."""
-    from .config import fraction_tag
-
     paths = [str(p) for p in paths]
     expected = expected or []
     exp_by_path = {str(e["path"]): e for e in expected if e.get("path")}
@@ -359,7 +343,7 @@ def load_runs(paths, expected: list[dict] | None = None, out_dir: str | Path | N
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["cost.source"] = np.where(df["cost.wall_seconds"].notna(), "engine", None)
     if out_dir is not None:
-        _add_benchmark_costs(df, Path(out_dir), fraction_tag)
+        _add_benchmark_costs(df, Path(out_dir))
     order = FRONT + sorted(c for c in df.columns if c not in FRONT and c != "path") + ["path"]
     df = df[order]
     return df.sort_values(ID, na_position="last", kind="stable").reset_index(drop=True)
@@ -373,12 +357,13 @@ def _frame(columns: dict[str, list]) -> pd.DataFrame:
                          for k, v in columns.items()})
 
 
-def _add_benchmark_costs(df: pd.DataFrame, out_dir: Path, fraction_tag) -> None:
+def _add_benchmark_costs(df: pd.DataFrame, out_dir: Path) -> None:
     tsvs = finetune_benchmarks(out_dir)
     if tsvs:
         bs, brss = [], []
         for d, t, e, m, f, s in zip(*(df[c] for c in ID)):
-            name = f"{d}_{t}_{e}_{m}_{fraction_tag(f) if f is not None and f == f else f}_seed{s}"
+            name = (Cell(d, t, e, m, f, s).benchmark_name if f is not None and f == f
+                    else f"{d}_{t}_{e}_{m}_{f}_seed{s}")
             b = _read_tsv_row(tsvs[name]) if name in tsvs else {}
             bs.append(b.get("s", math.nan))
             brss.append(b.get("max_rss", math.nan))
@@ -912,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
         elif expected:
             paths = [e["path"] for e in expected]
         else:
-            paths = sorted(str(x) for x in Path(a.out_dir).glob("*/*/*/*/*/seed*/metrics.json"))
+            paths = sorted(str(x) for x in Path(a.out_dir).glob(metrics_glob()))
         df = build_results(paths, a.out_dir, expected=expected, config=cfg, published=a.published,
                            plots=not a.no_plots)
     except BenchError as exc:

@@ -1,0 +1,70 @@
+"""The run grid has one owner: the DAG, the finetune entry point and the leaderboard agree on it."""
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from xmbench import grid
+from xmbench.errors import BenchError
+from xmbench.results import expected_grid, load_runs
+
+
+def _cfg(test_config, **over):
+    return {**test_config, **over}
+
+
+@pytest.mark.parametrize("fraction,tag,label", [(0.005, "0.5pct", "0.5%"), (0.025, "2.5pct", "2.5%"),
+                                                (0.1, "10pct", "10%"), (1.0, "100pct", "100%")])
+def test_fraction_spellings_round_trip(fraction, tag, label):
+    assert grid.fraction_tag(fraction) == tag
+    assert grid.fraction_label(fraction) == label
+    assert grid.fraction_of_tag(tag) == pytest.approx(fraction, abs=1e-12)
+
+
+def test_cell_paths_parse_back_to_the_cell(tmp_path):
+    cell = grid.Cell("synthetic_nuscenes", "detection", "openpcdet", "clap", 0.025, 2)
+    path = cell.metrics_path(tmp_path)
+    assert path == tmp_path / "synthetic_nuscenes/detection/openpcdet/clap/2.5pct/seed2/metrics.json"
+    assert grid.Cell.from_metrics_path(path) == cell
+    assert cell.benchmark_path(tmp_path).stem == cell.benchmark_name
+    assert grid.Cell.from_metrics_path(tmp_path / "a/b/metrics.json") is None
+    assert grid.Cell.from_metrics_path(tmp_path / "d/t/e/m/notatag/seed0/metrics.json") is None
+
+
+def test_engines_from_config_reach_every_cell_and_the_expected_grid(test_config, tmp_path):
+    cfg = _cfg(test_config, engines={"detection": "openpcdet"})
+    cells = grid.cells(cfg)
+    n = len(cfg["datasets"]) * len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["fractions"]) * len(cfg["seeds"])
+    assert len(cells) == n == len(set(cells))
+    assert {c.engine for c in cells if c.task == "detection"} == {"openpcdet"}
+    assert {c.engine for c in cells if c.task == "segmentation"} == {"native"}
+    expected = expected_grid(cfg, tmp_path)
+    assert [e["path"] for e in expected] == [str(c.metrics_path(tmp_path)) for c in cells]
+    # no metrics.json yet: every expected cell is a 'missing' row under its configured engine
+    df = load_runs([e["path"] for e in expected], expected, tmp_path)
+    det = df[df["task"] == "detection"]
+    assert set(det["engine"]) == {"openpcdet"} and set(det["status"]) == {"missing"}
+
+
+def test_unknown_engine_is_one_line_naming_the_field(test_config):
+    with pytest.raises(BenchError, match=r"config field 'engines.detection': unknown engine 'mmdet'"):
+        grid.cells(_cfg(test_config, engines={"detection": "mmdet"}))
+
+
+def test_snakefile_plans_exactly_the_grid(test_config, tmp_path):
+    """`snakemake -n` asks for the metrics.json of every cell of grid.cells and of nothing else."""
+    from tests.conftest import REPO
+
+    results = tmp_path / "results"
+    cfg = _cfg(test_config, results_dir=str(results), fractions=[0.5, 0.025], engines={"detection": "native"})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--configfile", str(tmp_path / "config.yaml"),
+           "--printshellcmds"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    planned = sorted({tok for line in out.stdout.splitlines() if "xmbench.cli finetune" in line
+                      for tok in [line.split("--out-dir ")[1].split()[0]]})
+    assert planned == sorted(str(c.out_dir(results)) for c in grid.cells(cfg))
+    assert json.loads((results / "config.resolved.json").read_text())["fractions"] == [0.5, 0.025]
