@@ -107,7 +107,7 @@ def test_waymo_cells_run_both_tasks_scored_by_waymo_metric_ops(dag_results, test
     rec = json.loads((dag_results / "synthetic_waymo" / "pretrain" / "crosspoint" / "pretrain.json").read_text())
     assert rec["status"] == "ok" and rec["dataset"] == "synthetic_waymo"
     runs = [json.loads(p.read_text()) for p in dag_results.glob("synthetic_waymo/*/*/crosspoint/*/*/metrics.json")]
-    assert len(runs) == 4 and all(r["init"]["loaded"] == r["init"]["total"] > 0 for r in runs)
+    assert len(runs) == 4 and all(r["init"]["backbone_3d"]["loaded"] == r["init"]["backbone_3d"]["total"] > 0 for r in runs)
     assert all(r["provenance"]["checkpoint_sha256"] for r in runs)
 
 
@@ -122,7 +122,7 @@ def test_recipe_and_split_identical_across_methods(dag_results, test_config):
         assert len({json.dumps(r["recipe"], sort_keys=True) for r in cell}) == 1
         assert len({r["provenance"]["split_sha256"] for r in cell}) == 1
     pretrained = [r for r in runs if r["method"] in ("crosspoint", "zz_scaffolded")]
-    assert all(r["provenance"]["checkpoint_sha256"] and r["init"]["loaded"] == r["init"]["total"] for r in pretrained)
+    assert all(r["provenance"]["checkpoint_sha256"] and r["init"]["backbone_3d"]["loaded"] == r["init"]["backbone_3d"]["total"] for r in pretrained)
     assert all(r["provenance"]["checkpoint_sha256"] is None for r in runs if r["method"] == "scratch")
 
 

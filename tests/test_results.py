@@ -318,7 +318,7 @@ def test_linear_probe_trains_only_the_head_and_gets_its_own_leaderboard(tiny_ind
     assert rec["task"] == "linear_probe" and rec["primary_metric"]["name"] == "mIoU"
     assert 0 <= rec["primary_metric"]["value"] <= 100
     init = rec["init"]
-    assert init["loaded"] == init["total"] and init["encoder_frozen"] is True
+    assert init["backbone_3d"]["loaded"] == init["backbone_3d"]["total"] and init["encoder_frozen"] is True
     assert init["trainable_parameters"] == (240 + 1) * len(load_json(tiny_index["labels"])["lidarseg_coarse_names"])
     build_results([out / "metrics.json"], tmp_path / "results", plots=False)
     table = pd.read_csv(tmp_path / "results" / "leaderboard_synthetic_nuscenes_linear_probe.csv")

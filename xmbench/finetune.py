@@ -50,26 +50,64 @@ class FinetuneContext:
                             "split": self.split_sha256, "init": self.checkpoint_sha256})
 
 
-def load_backbone_init(encoder: torch.nn.Module, checkpoint: Path | None) -> dict:
-    """Load ``backbone_3d.*`` the way OpenPCDet's --pretrained_model does (same name and shape).
+def _checkpoint_tensors(state: dict) -> dict[str, torch.Tensor]:
+    """``model_state`` under OpenPCDet's prefixes; checkpoints written before the image half kept
+    the image backbone beside it as ``image_backbone``, which reads as ``image_backbone.*``."""
+    tensors = dict(state["model_state"])
+    legacy = state.get("image_backbone")
+    if isinstance(legacy, dict) and not any(k.startswith("image_backbone.") for k in tensors):
+        tensors.update({f"image_backbone.{k}": v for k, v in legacy.items()})
+    return tensors
 
-    A pretrained run that loads nothing would silently train from scratch, so it fails instead.
+
+def _names(keys, n: int = 6) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def load_init(modules: dict[str, torch.nn.Module], checkpoint: Path | None) -> dict:
+    """Fill a downstream model's modules from a pretrained checkpoint, by OpenPCDet's prefixes
+    (``backbone_3d``, ``image_backbone``, ``neck``, ``vtransform``, ``fuser``), name and shape, the way
+    OpenPCDet's --pretrained_model does, and report per module what was loaded out of what.
+
+    OpenPCDet loads partially and only logs; here a module the method pretrained must be filled
+    completely (every tensor of the module found with its shape, every pretrained tensor used),
+    or the run fails naming what was missed: a silent miss would finetune random weights under the
+    method's name. A module may list ``ignored_init_keys`` (key prefixes it knowingly lacks, e.g. a
+    cameras-only lift has no LiDAR-depth branch). Modules the method did not pretrain keep their
+    seeded initialisation and say so (``loaded: 0``).
     """
-    total = len(encoder.state_dict())
+    report = {p: {"loaded": 0, "total": len(m.state_dict()), "pretrained": False} for p, m in modules.items()}
     if checkpoint is None:
-        return {"loaded": 0, "total": total}
+        return report
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if "model_state" not in state:
         raise BenchError(f"{checkpoint}: not a pretrained checkpoint (no 'model_state')")
-    own = encoder.state_dict()
-    matched = {k[len("backbone_3d."):]: v for k, v in state["model_state"].items()
-               if k.startswith("backbone_3d.") and k[len("backbone_3d."):] in own
-               and own[k[len("backbone_3d."):]].shape == v.shape}
-    if len(matched) != total:
-        raise BenchError(f"{checkpoint}: loaded {len(matched)}/{total} backbone_3d tensors; "
-                         "the checkpoint was pretrained with another model.lidar config")
-    encoder.load_state_dict(matched)
-    return {"loaded": len(matched), "total": total}
+    tensors = _checkpoint_tensors(state)
+    problems = []
+    for prefix, module in modules.items():
+        theirs = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        if not theirs:
+            continue
+        own = module.state_dict()
+        ignored = tuple(getattr(module, "ignored_init_keys", ()))
+        matched = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+        unfilled = [k for k in own if k not in matched]
+        unused = [k for k in theirs if k not in matched and not k.startswith(ignored)]
+        if unfilled or unused:
+            what = "; ".join(x for x in (f"not in the checkpoint or of another shape: {_names(unfilled)}" if unfilled else "",
+                                         f"pretrained but unused: {_names(unused)}" if unused else "") if x)
+            problems.append(f"{prefix}: loaded {len(matched)}/{len(own)} ({what})")
+            continue
+        module.load_state_dict(matched)
+        report[prefix] = {"loaded": len(matched), "total": len(own), "pretrained": True}
+    if problems:
+        raise BenchError(f"{checkpoint}: " + " | ".join(problems) + "; the checkpoint was pretrained with another "
+                         "model config (model.lidar / model.image / model.camera_bev) than this run's")
+    if not any(r["pretrained"] for r in report.values()):
+        raise BenchError(f"{checkpoint}: none of {', '.join(modules)} is in the checkpoint; it cannot initialise "
+                         "this task's model")
+    return report
 
 
 def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,

@@ -23,8 +23,8 @@ from xmbench.detection.gt_sampling import build_database, paste
 from xmbench.detection.nuscenes_eval import attributes_from_labels, evaluate, submission
 from xmbench.detection.waymo_eval import evaluate_waymo
 from xmbench.errors import BenchError
-from xmbench.finetune import FinetuneContext, batch_order, load_backbone_init, make_optimizer, warmup_cosine
-from xmbench.models.build import build_lidar_backbone
+from xmbench.finetune import FinetuneContext, batch_order, load_init, make_optimizer, warmup_cosine
+from xmbench.models.build import build_lidar_backbone, voxel_grid
 from xmbench.models.centerpoint import (BEVBackbone, CenterHead, HeadGeometry, TargetConfig, center_loss,
                                         collate_targets, decode, encode_targets)
 from xmbench.models.voxel_backbone import to_bev
@@ -34,10 +34,29 @@ from xmbench.pretraining.augment import random_view
 SETTINGS = Path(__file__).with_name("native.yaml")
 
 
-def load_settings(profile: str, fmt: str = "nuscenes", path: Path = SETTINGS) -> dict:
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_settings(profile: str, fmt: str = "nuscenes", path: Path = SETTINGS, overlay: Path | None = None) -> dict:
     """The profile's engine settings with the dataset format's classes, heads, NMS radii, output
-    range and GT-sampling groups merged in (keys as OpenPCDet names them)."""
+    range and GT-sampling groups merged in (keys as OpenPCDet names them).
+
+    ``overlay`` is a task's own native.yaml when the task reuses this engine with other inputs
+    (fusion_detection, camera_detection): its ``common`` and ``profiles.<profile>`` are merged over
+    these, so the head, targets, losses and post-processing stay this task's unless it says why not.
+    """
     spec = yaml.safe_load(Path(path).read_text())
+    if overlay is not None:
+        extra = yaml.safe_load(Path(overlay).read_text()) or {}
+        if profile not in extra.get("profiles", {}):
+            raise BenchError(f"{overlay}: no profile '{profile}' (known: {sorted(extra.get('profiles', {}))}); "
+                             "add it beside the task.yaml recipe of the same name")
+        spec["profiles"] = {profile: _merge(_merge(spec["profiles"][profile], extra.get("common", {})),
+                                            extra["profiles"][profile])} if profile in spec["profiles"] else {}
     if profile not in spec["profiles"]:
         raise BenchError(f"{path}: no profile '{profile}' (known: {sorted(spec['profiles'])}); "
                          "add it beside the task.yaml recipe of the same name")
@@ -56,14 +75,34 @@ def load_settings(profile: str, fmt: str = "nuscenes", path: Path = SETTINGS) ->
     return s
 
 
+MODALITIES = ({"lidar"}, {"lidar", "camera"}, {"camera"})
+
+
 class DetectionModel(nn.Module):
+    """LiDAR BEV, camera BEV (lifted onto the same grid), or both fused, then one BEV backbone and
+    CenterPoint head: the three detection tasks differ only in what reaches the BEV backbone."""
+
     def __init__(self, model_cfg: dict, settings: dict):
         super().__init__()
-        self.encoder = build_lidar_backbone(model_cfg)
-        self.bev = BEVBackbone(self.encoder.num_bev_features, **settings["bev_backbone"])
+        self.modalities = set(settings.get("modalities", ["lidar"]))
+        if self.modalities not in MODALITIES:
+            raise BenchError(f"native.yaml modalities: {sorted(self.modalities)} is not one of "
+                             f"{[sorted(m) for m in MODALITIES]}")
+        grid = voxel_grid(model_cfg)
+        self.grid = grid
+        channels = 0
+        if "lidar" in self.modalities:
+            self.encoder = build_lidar_backbone(model_cfg)
+            channels = self.encoder.num_bev_features
+        if "camera" in self.modalities:
+            self.camera = build_camera_bev(model_cfg, depth_from_lidar="lidar" in self.modalities)
+            channels = self.camera.out_channels
+        if self.modalities == {"lidar", "camera"}:
+            self.fuser = build_fuser(model_cfg, self.encoder.num_bev_features, self.camera.out_channels)
+            channels = self.fuser.out_channels
+        self.bev = BEVBackbone(channels, **settings["bev_backbone"])
         self.head = CenterHead(self.bev.out_channels, settings["class_names_each_head"],
                                settings["head"]["shared_conv_channel"], settings["head"]["num_conv"])
-        grid = self.encoder.grid
         stride = 8 * self.bev.stride
         gx, gy, _ = grid.grid_size
         if gx % stride or gy % stride:
@@ -78,10 +117,27 @@ class DetectionModel(nn.Module):
                                        tuple(settings["loss"]["code_weights"]),
                                        tuple(settings["post_processing"]["circle_nms_min_radius"]))
 
-    def forward(self, points: torch.Tensor, batch_idx: torch.Tensor, batch_size: int) -> list[dict]:
-        vox = voxelize(points, batch_idx, batch_size, self.encoder.grid)
-        enc = self.encoder(vox.features, vox.coords, batch_size)
-        return self.head(self.bev(to_bev(enc["encoded"])))
+    def init_modules(self) -> dict[str, nn.Module]:
+        """The modules a pretrained checkpoint may fill, under OpenPCDet's prefixes."""
+        mods = {}
+        if "lidar" in self.modalities:
+            mods["backbone_3d"] = self.encoder
+        if "camera" in self.modalities:
+            mods.update(self.camera.init_modules())
+        if hasattr(self, "fuser"):
+            mods["fuser"] = self.fuser
+        return mods
+
+    def forward(self, batch: dict) -> list[dict]:
+        maps = []
+        if "lidar" in self.modalities:
+            vox = voxelize(batch["points"], batch["batch_idx"], batch["batch_size"], self.encoder.grid)
+            enc = self.encoder(vox.features, vox.coords, batch["batch_size"])
+            maps.append(to_bev(enc["encoded"]))
+        if "camera" in self.modalities:
+            maps.append(self.camera(batch))
+        x = self.fuser(maps) if len(maps) == 2 else maps[0]
+        return self.head(self.bev(x))
 
 
 def _frame_arrays(item: dict, class_names, min_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,9 +145,23 @@ def _frame_arrays(item: dict, class_names, min_points: int) -> tuple[np.ndarray,
     return item["points"].numpy(), boxes, labels
 
 
+def _augmented_lidar_to_cam(lidar_to_cam: torch.Tensor, matrix: torch.Tensor, translation: torch.Tensor):
+    """Cameras of the augmented frame: p_aug = M p + t, so cam = L2C p = L2C A^-1 p_aug. The images
+    stay as they are, and the lift lands on the augmented BEV grid the boxes were moved to."""
+    b = matrix.shape[0]
+    aug = torch.eye(4).repeat(b, 1, 1)
+    aug[:, :3, :3], aug[:, :3, 3] = matrix, translation
+    return lidar_to_cam @ torch.linalg.inv(aug)[:, None]
+
+
+def camera_inputs(items: list[dict]) -> dict:
+    return {k: torch.stack([it[k] for it in items]) for k in ("images", "intrinsics", "lidar_to_cam")
+            if k in items[0]}
+
+
 def make_batch(items: list[dict], model: DetectionModel, settings: dict, recipe: dict, g: torch.Generator,
                db=None, rng: np.random.Generator | None = None):
-    """Points (GT-sampled, then augmented) and the per-head targets of one training batch."""
+    """The inputs (GT-sampled, then augmented) and the per-head targets of one training batch."""
     cfg = model.target_cfg
     pts_list, box_list, lab_list = [], [], []
     for it in items:
@@ -111,7 +181,21 @@ def make_batch(items: list[dict], model: DetectionModel, settings: dict, recipe:
         boxes = transform_boxes(box_list[b], view.matrix[b].numpy(), view.translation[b].numpy())
         keep = in_range(boxes, model.geometry.point_cloud_range)
         targets.append(encode_targets(boxes[keep], lab_list[b][keep], cfg, model.geometry))
-    return view.points, view.batch_idx, collate_targets(targets)
+    batch = {"points": view.points, "batch_idx": view.batch_idx, "batch_size": len(items), **camera_inputs(items)}
+    if "lidar_to_cam" in batch:
+        batch["lidar_to_cam"] = _augmented_lidar_to_cam(batch["lidar_to_cam"], view.matrix, view.translation)
+    return batch, collate_targets(targets)
+
+
+def plain_batch(items: list[dict]) -> dict:
+    """Un-augmented inputs (BN recalibration, prediction)."""
+    return {"points": torch.cat([it["points"] for it in items]),
+            "batch_idx": torch.cat([torch.full((len(it["points"]),), b, dtype=torch.long) for b, it in enumerate(items)]),
+            "batch_size": len(items), **camera_inputs(items)}
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def train(model: DetectionModel, data: FrameDataset, settings: dict, recipe: dict, seed: int, device,
@@ -124,9 +208,9 @@ def train(model: DetectionModel, data: FrameDataset, settings: dict, recipe: dic
         for step, idx in enumerate(batch_order(len(data), recipe["batch_size"], recipe["iterations"], seed)):
             g = torch.Generator().manual_seed(seed * 1000003 + step)
             rng = np.random.default_rng(seed * 1000003 + step)
-            points, bidx, targets = make_batch([data[i] for i in idx], model, settings, recipe, g, db, rng)
+            batch, targets = make_batch([data[i] for i in idx], model, settings, recipe, g, db, rng)
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            preds = model(points.to(device), bidx.to(device), len(idx))
+            preds = model(to_device(batch, device))
             loss, terms = center_loss(preds, targets, loss_cfg["code_weights"], loss_cfg["cls_weight"],
                                       loss_cfg["loc_weight"])
             if not torch.isfinite(loss):
@@ -154,9 +238,7 @@ def recalibrate_bn(model: DetectionModel, data: FrameDataset, batches: int, batc
     order = list(range(len(data)))
     for i in range(min(batches, max(1, len(order) // batch_size))):
         items = [data[j] for j in order[i * batch_size:(i + 1) * batch_size]] or [data[0]]
-        points = torch.cat([it["points"] for it in items])
-        bidx = torch.cat([torch.full((len(it["points"]),), b, dtype=torch.long) for b, it in enumerate(items)])
-        model(points.to(device), bidx.to(device), len(items))
+        model(to_device(plain_batch(items), device))
     for m, mom in zip(bns, saved):
         m.momentum = mom
 
@@ -167,22 +249,25 @@ def predict(model: DetectionModel, data: FrameDataset, settings: dict, device) -
     pp = settings["post_processing"]
     out = []
     for i in range(len(data)):
-        pts = data[i]["points"].to(device)
-        preds = model(pts, torch.zeros(len(pts), dtype=torch.long, device=device), 1)
+        preds = model(to_device(plain_batch([data[i]]), device))
         out += decode(preds, model.target_cfg, model.geometry, k=pp["max_obj_per_sample"],
                       score_thresh=pp["score_thresh"], post_center_range=pp["post_center_limit_range"],
                       nms=True, post_max_size=pp["post_max_size"])
     return out
 
 
-def finetune(ctx: FinetuneContext) -> dict:
+def finetune(ctx: FinetuneContext, overlay: Path | None = None) -> dict:
+    """One detection cell. ``overlay``: the native.yaml of a task that reuses this engine with
+    other inputs (fusion_detection, camera_detection)."""
     fmt = index_format(ctx.index)
-    settings = load_settings(ctx.recipe["profile"], fmt)
-    torch.manual_seed(ctx.seed)
-    model = DetectionModel(ctx.model_cfg, settings).to(ctx.device)
-    init = load_backbone_init(model.encoder, ctx.init_checkpoint)
+    settings = load_settings(ctx.recipe["profile"], fmt, overlay=overlay)
+    torch.manual_seed(ctx.seed)  # scratch: every branch from its default initialisation, seeded
+    model = DetectionModel(ctx.model_cfg, settings)
+    init = load_init(model.init_modules(), ctx.init_checkpoint)
+    model = model.to(ctx.device)
     image_size = tuple(ctx.model_cfg["image"]["size"])
-    train_set = FrameDataset(ctx.index, ctx.train_tokens, image_size, labels=ctx.labels, with_images=False)
+    images = "camera" in model.modalities
+    train_set = FrameDataset(ctx.index, ctx.train_tokens, image_size, labels=ctx.labels, with_images=images)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     db = None
     if settings["gt_sampling"]["enabled"]:
@@ -191,7 +276,7 @@ def finetune(ctx: FinetuneContext) -> dict:
     train(model, train_set, settings, ctx.recipe, ctx.seed, ctx.device, ctx.out_dir / "train_log.jsonl", db)
     recalibrate_bn(model, train_set, settings["bn_recalibration_batches"], ctx.recipe["batch_size"], ctx.device)
     val_frames = [f for f in ctx.index["frames"] if f["split"] == "val"]
-    val_set = FrameDataset(ctx.index, [f["token"] for f in val_frames], image_size, labels=None, with_images=False)
+    val_set = FrameDataset(ctx.index, [f["token"] for f in val_frames], image_size, labels=None, with_images=images)
     detections = predict(model, val_set, settings, ctx.device)
     if fmt == "waymo":
         metrics = evaluate_waymo(ctx, val_frames, detections, settings["class_names"], ctx.out_dir / "eval")
@@ -204,4 +289,5 @@ def finetune(ctx: FinetuneContext) -> dict:
     metrics["classes_in_train_split"] = train_classes
     metrics["gt_database"] = db.counts() if db is not None else None
     metrics["engine_settings_hash"] = config_hash(settings)
+    metrics["modalities"] = sorted(model.modalities)
     return {"metrics": metrics, "init": init}

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from xmbench.errors import BenchError
-from xmbench.finetune import FinetuneContext, load_backbone_init
+from xmbench.finetune import FinetuneContext, load_init
 from xmbench.models.build import build_lidar_backbone
 from xmbench.models.voxelize import voxelize
 from xmbench.tasks import load_task
@@ -117,7 +117,7 @@ def finetune(ctx: FinetuneContext) -> dict:
     seg = segmentation_engine()
     torch.manual_seed(ctx.seed)
     model = LinearProbeModel(ctx.model_cfg, len(seg.class_names(ctx))).to(ctx.device)
-    init = load_backbone_init(model.encoder, ctx.init_checkpoint)
+    init = load_init({"backbone_3d": model.encoder}, ctx.init_checkpoint)
     frozen = _digest(model.encoder)
     metrics = seg.run(ctx, model)
     if _digest(model.encoder) != frozen:

@@ -21,7 +21,7 @@ from torch import nn
 from xmbench.atomic import write_json, write_npy
 from xmbench.data.frames import FrameDataset, collate, index_format
 from xmbench.errors import BenchError
-from xmbench.finetune import (FinetuneContext, TrainState, batch_order, load_backbone_init, make_optimizer,
+from xmbench.finetune import (FinetuneContext, TrainState, batch_order, load_init, make_optimizer,
                               warmup_cosine)
 from xmbench.models.build import build_lidar_backbone
 from xmbench.models.unet_decoder import SparseUNetDecoder
@@ -183,5 +183,5 @@ def run(ctx: FinetuneContext, model: nn.Module) -> dict:
 def finetune(ctx: FinetuneContext) -> dict:
     torch.manual_seed(ctx.seed)
     model = SegmentationModel(ctx.model_cfg, len(class_names(ctx))).to(ctx.device)
-    init = load_backbone_init(model.encoder, ctx.init_checkpoint)
+    init = load_init({"backbone_3d": model.encoder}, ctx.init_checkpoint)
     return {"metrics": run(ctx, model), "init": init}
