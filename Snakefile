@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from xmbench import grid
+from xmbench import codehash, grid
 from xmbench.config import check_config, config_hash, dataset_root
 from xmbench.data.waymo_env import uses_waymo, waymo_python
 from xmbench.errors import BenchError
@@ -176,6 +176,7 @@ rule pretrain:
     params:
         out_dir=lambda wc: f"{R}/{wc.dataset}/pretrain/{wc.method}",
         spec=lambda wc: config_hash([METHODS[wc.method].spec, CFG["model"], CFG["pretrain"]]),
+        code=lambda wc: codehash.pretrain_code(wc.method),  # method folder + harness + what they import
     threads: CFG.get("threads", 1)
     resources:
         cpus_per_task=lambda wc: slurm(pretrain_resources(wc.method))["cpus_per_task"],
@@ -206,6 +207,7 @@ rule finetune:
         recipe=lambda wc: config_hash(TASKS[wc.task].recipe(CFG["datasets"][wc.dataset]["recipe_profile"],
                                                             FRACTIONS[wc.frac])),
         task_settings=lambda wc: TASK_SETTINGS[wc.task],
+        code=lambda wc: codehash.engine_code(wc.task),  # the engine and what it imports (backbones too)
     threads: CFG.get("threads", 1)
     resources:
         cpus_per_task=lambda wc: slurm(finetune_resources(wc.task, wc.dataset))["cpus_per_task"],
