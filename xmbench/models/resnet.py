@@ -77,6 +77,7 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, width * 4, layers[2], 2)
         self.layer4 = self._make_layer(block, width * 8, layers[3], 2)
         self.out_channels = [width * m * block.expansion for m in (1, 2, 4, 8)]
+        self.out_strides = [4, 8, 16, 32]
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
