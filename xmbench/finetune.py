@@ -92,14 +92,14 @@ def load_init(modules: dict[str, torch.nn.Module], checkpoint: Path | None) -> d
         own = module.state_dict()
         ignored = tuple(getattr(module, "ignored_init_keys", ()))
         matched = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
-        unfilled = [k for k in own if k not in matched]
+        unfilled = [k for k in own if k not in matched and not k.startswith(ignored)]
         unused = [k for k in theirs if k not in matched and not k.startswith(ignored)]
         if unfilled or unused:
             what = "; ".join(x for x in (f"not in the checkpoint or of another shape: {_names(unfilled)}" if unfilled else "",
                                          f"pretrained but unused: {_names(unused)}" if unused else "") if x)
             problems.append(f"{prefix}: loaded {len(matched)}/{len(own)} ({what})")
             continue
-        module.load_state_dict(matched)
+        module.load_state_dict(matched, strict=not ignored)
         report[prefix] = {"loaded": len(matched), "total": len(own), "pretrained": True}
     if problems:
         raise BenchError(f"{checkpoint}: " + " | ".join(problems) + "; the checkpoint was pretrained with another "

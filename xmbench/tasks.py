@@ -50,13 +50,16 @@ class TaskSpec:
 
 
     def settings_hash(self) -> str:
-        """Hash of every settings file of the task (task.yaml, native.yaml, engine templates): the
-        finetuning rule carries it as a param so that editing one re-runs the cells it affects."""
+        """Hash of every settings file of the task (task.yaml, native.yaml, engine templates), and of
+        the task it builds on: the finetuning rule carries it as a param so that editing one re-runs
+        the cells it affects."""
         import hashlib
 
         h = hashlib.sha256()
-        for path in sorted(p for ext in ("*.yaml", "*.yml", "*.json") for p in self.folder.rglob(ext)):
-            h.update(str(path.relative_to(self.folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+        folders = [self.folder] + ([self.folder.parent / self.spec["builds_on"]] if self.spec.get("builds_on") else [])
+        for folder in folders:
+            for path in sorted(p for ext in ("*.yaml", "*.yml", "*.json") for p in folder.rglob(ext)):
+                h.update(str(path.relative_to(folder.parent)).encode() + b"\0" + path.read_bytes() + b"\0")
         return h.hexdigest()[:16]
 
 

@@ -24,7 +24,9 @@ from xmbench.detection.nuscenes_eval import attributes_from_labels, evaluate, su
 from xmbench.detection.waymo_eval import evaluate_waymo
 from xmbench.errors import BenchError
 from xmbench.finetune import FinetuneContext, batch_order, load_init, make_optimizer, warmup_cosine
-from xmbench.models.build import build_lidar_backbone, voxel_grid
+from xmbench.models.build import (build_fuser, build_image_backbone, build_image_neck, build_lidar_backbone, build_lift,
+                                  image_hw, voxel_grid)
+from xmbench.models.lss import lidar_depth_image
 from xmbench.models.centerpoint import (BEVBackbone, CenterHead, HeadGeometry, TargetConfig, center_loss,
                                         collate_targets, decode, encode_targets)
 from xmbench.models.voxel_backbone import to_bev
@@ -78,6 +80,37 @@ def load_settings(profile: str, fmt: str = "nuscenes", path: Path = SETTINGS, ov
 MODALITIES = ({"lidar"}, {"lidar", "camera"}, {"camera"})
 
 
+class CameraBEV(nn.Module):
+    """The camera branch of BEVFusion: image backbone -> neck (stride 8) -> LSS lift onto the LiDAR
+    BEV grid. With ``use_lidar_depth`` (fusion) the lift also reads the LiDAR depth image, as
+    BEVFusion's DepthLSSTransform does; without it (cameras only) no LiDAR point is read at all."""
+
+    def __init__(self, model_cfg: dict, use_lidar_depth: bool):
+        super().__init__()
+        self.image = build_image_backbone(model_cfg)
+        self.neck = build_image_neck(model_cfg, self.image)
+        self.lift = build_lift(model_cfg, use_lidar_depth=use_lidar_depth)
+        if not use_lidar_depth:
+            # a cameras-only lift has no depth-image branch, and its first depthnet conv reads the
+            # image features alone: those tensors of a fusion-pretrained lift are knowingly left out
+            self.lift.ignored_init_keys = ("dtransform.", "depthnet.0.weight")
+        self.out_channels = self.lift.out_channels
+        self.image_hw = image_hw(model_cfg)
+
+    def init_modules(self) -> dict[str, nn.Module]:
+        return {"image_backbone": self.image, "neck": self.neck, "vtransform": self.lift}
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        images = batch["images"]
+        b, k = images.shape[:2]
+        feats = self.neck(self.image(images.flatten(0, 1)))[0]
+        depth = None
+        if self.lift.use_lidar_depth:
+            depth = lidar_depth_image(batch["points"][:, :3], batch["batch_idx"], b, batch["lidar_to_cam"],
+                                      batch["intrinsics"], self.image_hw)
+        return self.lift(feats, batch["intrinsics"], batch["lidar_to_cam"], depth)
+
+
 class DetectionModel(nn.Module):
     """LiDAR BEV, camera BEV (lifted onto the same grid), or both fused, then one BEV backbone and
     CenterPoint head: the three detection tasks differ only in what reaches the BEV backbone."""
@@ -95,10 +128,10 @@ class DetectionModel(nn.Module):
             self.encoder = build_lidar_backbone(model_cfg)
             channels = self.encoder.num_bev_features
         if "camera" in self.modalities:
-            self.camera = build_camera_bev(model_cfg, depth_from_lidar="lidar" in self.modalities)
+            self.camera = CameraBEV(model_cfg, use_lidar_depth="lidar" in self.modalities)
             channels = self.camera.out_channels
         if self.modalities == {"lidar", "camera"}:
-            self.fuser = build_fuser(model_cfg, self.encoder.num_bev_features, self.camera.out_channels)
+            self.fuser = build_fuser(model_cfg, self.encoder.num_bev_features)
             channels = self.fuser.out_channels
         self.bev = BEVBackbone(channels, **settings["bev_backbone"])
         self.head = CenterHead(self.bev.out_channels, settings["class_names_each_head"],
@@ -129,14 +162,15 @@ class DetectionModel(nn.Module):
         return mods
 
     def forward(self, batch: dict) -> list[dict]:
-        maps = []
+        lidar = camera = None
         if "lidar" in self.modalities:
             vox = voxelize(batch["points"], batch["batch_idx"], batch["batch_size"], self.encoder.grid)
             enc = self.encoder(vox.features, vox.coords, batch["batch_size"])
-            maps.append(to_bev(enc["encoded"]))
+            lidar = to_bev(enc["encoded"])
         if "camera" in self.modalities:
-            maps.append(self.camera(batch))
-        x = self.fuser(maps) if len(maps) == 2 else maps[0]
+            camera = self.camera(batch)
+        x = self.fuser(camera, lidar) if lidar is not None and camera is not None else (
+            lidar if lidar is not None else camera)
         return self.head(self.bev(x))
 
 
