@@ -54,9 +54,35 @@ def test_cmid_uses_the_mean_of_unnormalised_projections(tiny_index, test_config)
     batch["generator"] = torch.Generator().manual_seed(0)
     with torch.no_grad():
         terms = model(batch)
-    z1, z2 = outs
+    z1, z2 = outs[0].chunk(2)
     assert abs(terms["imid"].item() - nt_xent(z1, z2, 0.1).item()) < 1e-6
     assert abs(terms["cmid"].item() - nt_xent((z1 + z2) / 2, seen["e"], 0.1).item()) < 1e-6
+
+
+def test_point_head_normalises_both_views_together(tiny_index, test_config, tmp_path):
+    """train_crosspoint.py runs the point model once on torch.cat((data_t1, data_t2)): the head's
+    BatchNorm sees 2N rows. Two calls of N rows each change the loss: view 1's statistics differ
+    from view 2's, and per-view normalisation hides that shift from IMID."""
+    from xmbench.data.frames import collate
+    cfg = json.loads(json.dumps(test_config))
+    pre = Pretrainer(load_method("crosspoint"), cfg, tiny_index["index"], tmp_path)
+    model = pre.module.train()
+    batch = collate([pre.dataset[0], pre.dataset[1]])
+    head = model.point_head.forward
+    inputs = []
+    model.point_head.forward = lambda x: inputs.append(x) or head(x)
+    batch["generator"] = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        terms = model(batch)
+        assert len(inputs) == 1, "the point head must run once, on both views"
+        x = inputs[0]
+        n = x.shape[0] // 2
+        joint = nt_xent(*head(x).split(n), 0.1).item()
+        per_view = nt_xent(head(x[:n]), head(x[n:]), 0.1).item()
+    assert x.shape[0] == 2 * n
+    assert abs(terms["imid"].item() - joint) < 1e-6
+    print(f"imid joint {joint:.4f}, per view {per_view:.4f}")
+    assert abs(joint - per_view) > 1e-3
 
 
 def test_one_epoch_lowers_the_loss(tiny_index, test_config, tmp_path):

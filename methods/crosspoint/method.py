@@ -1,9 +1,12 @@
 """CrossPoint (Afham et al., CVPR 2022) carried over to driving scenes.
 
-An instance is one camera frustum of one frame: the stride-8 voxel features whose centres project
-into that camera are max- and mean-pooled (CrossPoint's DGCNN pools max and mean) and go through the
-point head; that camera's image goes through the image encoder and head. IMID contrasts the two
-augmented views of each instance, CMID the mean of the two point projections with the image.
+An instance is one camera frustum of one frame: the voxel features of the encoder's final output
+(``encoded``, the tensor the checkpoint exports and detection reads, so that every layer of the
+transferred backbone is pretrained) whose centres project into that camera are max- and mean-pooled
+(CrossPoint's DGCNN pools max and mean) and go through the point head; that camera's image goes
+through the image encoder and head. IMID contrasts the two augmented views of each instance, CMID
+the mean of the two point projections with the image. As train_crosspoint.py, both views go through
+the point head in one call (its BatchNorm normalises the 2N rows together, which is part of the loss).
 """
 from __future__ import annotations
 
@@ -13,9 +16,10 @@ from torch import nn
 from xmbench.data.frames import IMAGE_MEAN, IMAGE_STD
 from xmbench.models.voxelize import voxelize
 from xmbench.pretraining.augment import color_jitter, random_hflip, random_view
+from xmbench.pretraining.contract import PretrainMethod
 from xmbench.pretraining.losses import nt_xent
 from xmbench.pretraining.projection import project_to_cameras
-from xmbench.pretraining.sparse_lookup import lookup_rows, stride8_coords
+from xmbench.pretraining.sparse_lookup import point_rows
 
 
 def _scatter(src: torch.Tensor, index: torch.Tensor, n: int, reduce: str) -> torch.Tensor:
@@ -23,14 +27,11 @@ def _scatter(src: torch.Tensor, index: torch.Tensor, n: int, reduce: str) -> tor
     return out.scatter_reduce(0, index[:, None].expand_as(src), src, reduce=reduce, include_self=False)
 
 
-class CrossPoint(nn.Module):
+class CrossPoint(PretrainMethod):
     lidar_views = 2  # both augmented views go through the LiDAR backbone with gradients (IMID is symmetric)
 
     def __init__(self, lidar_backbone, image_backbone, hparams: dict, model_cfg: dict):
-        super().__init__()
-        self.lidar = lidar_backbone
-        self.image = image_backbone
-        self.hp = hparams
+        super().__init__(lidar_backbone, image_backbone, hparams, model_cfg)
         c_pts = 2 * lidar_backbone.num_point_features      # max ++ mean pooled
         c_img = image_backbone.out_channels[-1]
         d, hp = hparams["embed_dim"], hparams
@@ -54,23 +55,21 @@ class CrossPoint(nn.Module):
         bidx = torch.cat([v.batch_idx + i * bsz for i, v in enumerate(views)])
         orig_xyz = torch.cat([batch["points"][v.keep, :3] for v in views])
         vox = voxelize(pts, bidx, 2 * bsz, self.lidar.grid)
-        x4 = self.lidar(vox.features, vox.coords, 2 * bsz)["x_conv4"]
-        rows, found = lookup_rows(x4, stride8_coords(vox.coords, self.lidar.sparse_shape))
-        point_row = torch.where(vox.point_to_voxel >= 0, rows[vox.point_to_voxel.clamp(min=0)], -1)
-        point_row = torch.where((vox.point_to_voxel >= 0) & found[vox.point_to_voxel.clamp(min=0)], point_row, -1)
+        enc = self.lidar(vox.features, vox.coords, 2 * bsz)["encoded"]
+        point_row = point_rows(enc, vox.coords, vox.point_to_voxel, self.lidar.sparse_shape)
         ok = point_row >= 0
         # voxel centre in the un-augmented frame: the mean of its points' original coordinates
-        n_rows = x4.features.shape[0]
+        n_rows = enc.features.shape[0]
         centre = _scatter(orig_xyz[ok], point_row[ok], n_rows, "mean")
         has_pts = torch.bincount(point_row[ok], minlength=n_rows) > 0
-        row_batch = x4.indices[:, 0].long()
+        row_batch = enc.indices[:, 0].long()
         frame = row_batch % bsz
         h, w = batch["images"].shape[-2:]
         _, _, visible = project_to_cameras(centre, frame, batch["lidar_to_cam"], batch["intrinsics"], (h, w))
         visible &= has_pts[:, None]
         r, k = torch.nonzero(visible, as_tuple=True)
         inst = row_batch[r] * n_cam + k                     # view-major: (view * B + frame) * K + cam
-        feats = x4.features[r]
+        feats = enc.features[r]
         n_inst = 2 * bsz * n_cam
         pooled = torch.cat([_scatter(feats, inst, n_inst, "amax"), _scatter(feats, inst, n_inst, "mean")], 1)
         count = torch.bincount(inst, minlength=n_inst).view(2, bsz * n_cam)
@@ -82,8 +81,8 @@ class CrossPoint(nn.Module):
         pooled, valid = self._frustum_features(batch, views)
         if valid.sum() < 2:
             raise ValueError("CrossPoint needs at least two camera frusta holding points in a batch")
-        z1 = self.point_head(pooled[0][valid])
-        z2 = self.point_head(pooled[1][valid])
+        n = int(valid.sum())
+        z1, z2 = self.point_head(torch.cat([pooled[0][valid], pooled[1][valid]])).split(n)
         images = batch["images"].flatten(0, 1)[valid]
         mean, std = torch.from_numpy(IMAGE_MEAN), torch.from_numpy(IMAGE_STD)
         images = color_jitter(images, g, mean.to(images), std.to(images), **self.hp["color_jitter"])

@@ -1,8 +1,9 @@
 """SimIPU (Li et al., AAAI 2022) on the benchmark's voxel and image backbones.
 
 Intra-modal spatial perception: view A is the cloud as loaded, view B the same cloud rotated about
-z, scaled and flipped. Each view goes through the LiDAR backbone; the stride-8 voxels (x_conv4)
-stand for SimIPU's set-abstraction points, with the mean of their points as their location. Per
+z, scaled and flipped. Each view goes through the LiDAR backbone; the voxels of its final output
+(``encoded``: stride 8 in x/y, the tensor the checkpoint exports, so every layer is pretrained) stand
+for SimIPU's set-abstraction points, with the mean of their points as their location. Per
 frame, farthest point sampling keeps ``num_samples`` voxels of each view; B's locations are mapped
 back through the inverse transform and matched one-to-one to A's by the Hungarian algorithm on
 distance. A 3-layer head maps both to 128-d and InfoNCE makes A's voxel (query) pick its match in B
@@ -25,10 +26,11 @@ from torch import nn
 
 from xmbench.models.voxelize import voxelize
 from xmbench.pretraining.augment import random_view
+from xmbench.pretraining.contract import PretrainMethod
 from xmbench.pretraining.losses import info_nce
 from xmbench.pretraining.matching import farthest_point_sample, hungarian_match
 from xmbench.pretraining.projection import project_to_cameras
-from xmbench.pretraining.sparse_lookup import lookup_rows, stride8_coords
+from xmbench.pretraining.sparse_lookup import point_rows
 
 FEATURE_STRIDE = 32  # ResNet's last stage (xmbench/models/resnet.py: strides 4, 8, 16, 32)
 
@@ -59,12 +61,9 @@ def sample_feature_map(fmap: torch.Tensor, image_id: torch.Tensor, uv: torch.Ten
     return out[image_id, :, 0, slot]
 
 
-class SimIPU(nn.Module):
+class SimIPU(PretrainMethod):
     def __init__(self, lidar_backbone, image_backbone, hparams: dict, model_cfg: dict):
-        super().__init__()
-        self.lidar = lidar_backbone
-        self.image = image_backbone
-        self.hp = hparams
+        super().__init__(lidar_backbone, image_backbone, hparams, model_cfg)
         c_pts = lidar_backbone.num_point_features
         c_img = image_backbone.out_channels[-1]
         d, r = hparams["embed_dim"], hparams["head_hidden_ratio"]
@@ -80,22 +79,21 @@ class SimIPU(nn.Module):
                  *self.mlp_cross_img.parameters()]
         return {"lidar": list(self.lidar.parameters()), "image": list(self.image.parameters()) + heads}
 
-    def _stride8(self, points: torch.Tensor, batch_idx: torch.Tensor, bsz: int):
-        """x_conv4 features of the rows that hold input points, their frame and the mean of their points."""
+    def _encoded(self, points: torch.Tensor, batch_idx: torch.Tensor, bsz: int):
+        """Features of the encoder's output rows that hold input points, their frame and the mean of
+        their points."""
         vox = voxelize(points, batch_idx, bsz, self.lidar.grid)
-        x4 = self.lidar(vox.features, vox.coords, bsz)["x_conv4"]
-        rows, found = lookup_rows(x4, stride8_coords(vox.coords, self.lidar.sparse_shape))
-        p2v = vox.point_to_voxel
-        ok = p2v >= 0
-        ok[ok.clone()] = found[p2v[ok]]
-        row = rows[p2v[ok]]
-        n = x4.features.shape[0]
+        enc = self.lidar(vox.features, vox.coords, bsz)["encoded"]
+        row = point_rows(enc, vox.coords, vox.point_to_voxel, self.lidar.sparse_shape)
+        ok = row >= 0
+        row = row[ok]
+        n = enc.features.shape[0]
         xyz = points[ok, :3].detach()
         centre = xyz.new_zeros(n, 3).index_add_(0, row, xyz)
         count = torch.bincount(row, minlength=n)
         has = count > 0
         centre = centre[has] / count[has, None].to(xyz.dtype)
-        return x4.features[has], x4.indices[has, 0].long(), centre
+        return enc.features[has], enc.indices[has, 0].long(), centre
 
     def _fps(self, centre: torch.Tensor, frame: torch.Tensor, bsz: int) -> torch.Tensor:
         return farthest_point_sample(centre, frame, bsz, self.hp["num_samples"])
@@ -111,9 +109,9 @@ class SimIPU(nn.Module):
         img_flip = torch.rand(bsz * n_cam, generator=g) < hp["image_flip_prob"]
 
         # ---- intra-modal: A with gradient, B under stop-gradient (no graph is built for it)
-        feat_a, frame_a, cen_a = self._stride8(points, bidx, bsz)
+        feat_a, frame_a, cen_a = self._encoded(points, bidx, bsz)
         with torch.no_grad():
-            feat_b, frame_b, cen_b = self._stride8(view_b.points, view_b.batch_idx, bsz)
+            feat_b, frame_b, cen_b = self._encoded(view_b.points, view_b.batch_idx, bsz)
             cen_b = view_b.unaugment(cen_b, frame_b)
         sel = self._fps(torch.cat([cen_a, cen_b]), torch.cat([frame_a, frame_b + bsz]), 2 * bsz)
         n_a = len(cen_a)

@@ -52,6 +52,34 @@ def settings_for(spec: MethodSpec, cfg: dict) -> PretrainSettings:
         max_steps_per_epoch=over.get("max_steps_per_epoch"))
 
 
+def job_resources(spec: MethodSpec, cfg: dict) -> dict:
+    """What the pretraining job of this method asks the cluster for (the Snakefile's pretrain rule):
+    the config's `pretrain.resources` for every method alike, else the method's own paper-scale ones."""
+    return cfg.get("pretrain", {}).get("resources") or spec.spec["resources"]
+
+
+def job_world(resources: dict) -> int:
+    """Processes of a job holding these resources: one per GPU under torchrun (cli._relaunch_per_gpu),
+    one on a CPU or a single GPU."""
+    return max(1, int(resources["gpus"]))
+
+
+def check_settings(spec: MethodSpec, settings: PretrainSettings, world: int, n_frames: int | None = None,
+                   where: str = "") -> None:
+    """Refuse, before any training, a schedule the job cannot run: the same checks for a real job
+    (Pretrainer) and for the paper-scale configurations the tests build without training."""
+    yaml_path = spec.folder / "method.yaml"
+    if settings.epochs < 1:
+        raise BenchError(f"{yaml_path}: {settings.epochs} epochs; at least one is needed")
+    if settings.batch_size % world:
+        raise BenchError(f"{yaml_path}: batch size {settings.batch_size} is not divisible by the {world} "
+                         "processes of this job; change the batch size or the job's GPUs "
+                         "(resources.gpus, or pretrain.resources in the config)")
+    if n_frames is not None and n_frames // settings.batch_size == 0:
+        raise BenchError(f"{where or 'the index'}: {n_frames} training frames are fewer than one batch "
+                         f"of {settings.batch_size}")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -148,6 +176,7 @@ class Pretrainer:
         index = load_json(index_path)
         tokens = [f["token"] for f in index["frames"] if f["split"] == "train"]
         self.dataset = FrameDataset(index, tokens, tuple(cfg["model"]["image"]["size"]), labels=None)
+        check_settings(spec, self.settings, self.dist.world, len(self.dataset), str(index_path))
         seed_everything(self.settings.seed)
         lidar, image = build_lidar_backbone(cfg["model"]), build_image_backbone(cfg["model"])
         self.module = spec.load_class()(lidar, image, spec.hparams(), cfg["model"]).to(self.device)
@@ -156,13 +185,7 @@ class Pretrainer:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
-        if self.settings.batch_size % self.dist.world:
-            raise BenchError(f"batch size {self.settings.batch_size} is not divisible by the {self.dist.world} "
-                             "processes of this job; change the batch size or the job's GPUs")
         n = len(self.dataset) // self.settings.batch_size
-        if n == 0:
-            raise BenchError(f"{index_path}: {len(self.dataset)} training frames are fewer than one batch "
-                             f"of {self.settings.batch_size}")
         self.steps_per_epoch = min(n, self.settings.max_steps_per_epoch or n)
         self.optimizers = make_optimizers(spec, self.module)
         total = self.steps_per_epoch * self.settings.epochs
