@@ -68,3 +68,27 @@ def test_snakefile_plans_exactly_the_grid(test_config, tmp_path):
                       for tok in [line.split("--out-dir ")[1].split()[0]]})
     assert planned == sorted(str(c.out_dir(results)) for c in grid.cells(cfg))
     assert json.loads((results / "config.resolved.json").read_text())["fractions"] == [0.5, 0.025]
+
+
+def test_paper_protocol_plans_every_detection_task(tmp_path):
+    """`snakemake -n --configfile config/paper.yaml` plans LiDAR, fusion and cameras-only detection
+    cells beside segmentation and the probe, at CLAP's small fractions, for every method."""
+    from tests.conftest import REPO
+    from xmbench.config import load_config
+
+    results = tmp_path / "results"
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--printshellcmds", "--configfile",
+                          "config/paper.yaml", "--config", f"results_dir={results}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, (out.stderr or out.stdout)[-2000:]
+    planned = {tuple(line.split("--out-dir ")[1].split()[0].split("/")[-6:])
+               for line in out.stdout.splitlines() if "xmbench.cli finetune" in line}
+    cfg = load_config(REPO / "config" / "paper.yaml")
+    expected = {tuple(str(c.out_dir("x")).split("/")[-6:]) for c in grid.cells(cfg)}
+    assert planned == expected
+    tasks = {p[1] for p in planned}
+    assert {"detection", "fusion_detection", "camera_detection", "segmentation", "linear_probe"} <= tasks
+    for task in ("detection", "fusion_detection", "camera_detection"):
+        fracs = {p[4] for p in planned if p[1] == task}
+        assert {"0.5pct", "1pct", "2.5pct", "5pct"} <= fracs
+        assert {p[3] for p in planned if p[1] == task} == set(cfg["methods"])
