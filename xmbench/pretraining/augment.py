@@ -43,16 +43,18 @@ def random_view(points: torch.Tensor, batch_idx: torch.Tensor, batch_size: int, 
     rot = torch.zeros(batch_size, 3, 3)
     rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -si, si, c, 1.0
     flip_m = torch.diag_embed(torch.stack([torch.ones(batch_size), f, torch.ones(batch_size)], dim=1))
-    matrix = rot @ flip_m * s[:, None, None]
-    trans = (torch.rand(batch_size, 3, generator=g) * 2 - 1) * translation
-    ratio = torch.rand(batch_size, generator=g) * max_dropout
-    keep = torch.nonzero(torch.rand(len(points), generator=g) >= ratio[batch_idx]).squeeze(1)
+    # drawn on the CPU from the harness' generator (the same numbers on any device), then moved
+    dev = points.device
+    matrix = (rot @ flip_m * s[:, None, None]).to(dev)
+    trans = ((torch.rand(batch_size, 3, generator=g) * 2 - 1) * translation).to(dev)
+    ratio = (torch.rand(batch_size, generator=g) * max_dropout).to(dev)
+    keep = torch.nonzero(torch.rand(len(points), generator=g).to(dev) >= ratio[batch_idx]).squeeze(1)
     pts = points[keep].clone()
     b = batch_idx[keep]
     xyz = torch.einsum("nij,nj->ni", matrix[b].to(pts.dtype), pts[:, :3]) + trans[b].to(pts.dtype)
     if jitter_std > 0:
         noise = (torch.randn(xyz.shape, generator=g) * jitter_std).clamp(-jitter_clip, jitter_clip)
-        xyz = xyz + noise.to(pts.dtype)
+        xyz = xyz + noise.to(pts)
     pts[:, :3] = xyz
     return PointView(pts, b, keep, matrix, trans)
 
@@ -62,10 +64,10 @@ def color_jitter(images: torch.Tensor, g: torch.Generator, mean: torch.Tensor, s
     """torchvision's ColorJitter (brightness, contrast, saturation; no hue) on normalised images."""
     n = images.shape[0]
     x = images * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)
-    bf = _uniform(g, n, 1 - brightness, 1 + brightness).view(n, 1, 1, 1)
-    cf = _uniform(g, n, 1 - contrast, 1 + contrast).view(n, 1, 1, 1)
-    sf = _uniform(g, n, 1 - saturation, 1 + saturation).view(n, 1, 1, 1)
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    bf = _uniform(g, n, 1 - brightness, 1 + brightness).view(n, 1, 1, 1).to(images)
+    cf = _uniform(g, n, 1 - contrast, 1 + contrast).view(n, 1, 1, 1).to(images)
+    sf = _uniform(g, n, 1 - saturation, 1 + saturation).view(n, 1, 1, 1).to(images)
+    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
     x = (x * bf).clamp(0, 1)
     gray_mean = (x * weights).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)
     x = ((x - gray_mean) * cf + gray_mean).clamp(0, 1)
@@ -75,7 +77,7 @@ def color_jitter(images: torch.Tensor, g: torch.Generator, mean: torch.Tensor, s
 
 
 def random_hflip(images: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    flip = torch.rand(images.shape[0], generator=g) < 0.5
+    flip = (torch.rand(images.shape[0], generator=g) < 0.5).to(images.device)
     out = images.clone()
     out[flip] = out[flip].flip(-1)
     return out, flip
