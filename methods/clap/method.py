@@ -36,6 +36,7 @@ from torch import nn
 from xmbench.data.frames import IMAGE_MEAN, IMAGE_STD
 from xmbench.models.voxel_backbone import to_bev
 from xmbench.models.voxelize import voxelize
+from xmbench.pretraining.contract import PretrainMethod
 from xmbench.pretraining.projection import project_to_cameras
 from xmbench.pretraining.prototypes import Prototypes, projection_head, prototype_losses
 from xmbench.pretraining.rendering import (SDFField, curvature_weights, draw, gaussian_blur, render_rays,
@@ -79,12 +80,12 @@ def patch_mask(n: int, hw: tuple[int, int], patch: int, ratio: float, g: torch.G
     return (rank < keep).float().view(n, 1, gh, gw)
 
 
-class CLAP(nn.Module):
+class CLAP(PretrainMethod):
     RAY_SAMPLING = "curvature"     # clap_uniform: "uniform"
     USE_PROTOTYPES = True          # clap_noproto: False
 
     def __init__(self, lidar_backbone, image_backbone, hparams: dict, model_cfg: dict):
-        super().__init__()
+        super().__init__(lidar_backbone, image_backbone, hparams, model_cfg)
         self.lidar = lidar_backbone
         self.image = image_backbone
         hp = dict(hparams)
