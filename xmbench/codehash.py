@@ -21,8 +21,9 @@ from .config import REPO
 # Modules that never change a result; each is a leaf for the closure too (its imports are not followed).
 BOOKKEEPING = frozenset({"xmbench/errors.py", "xmbench/atomic.py", "xmbench/provenance.py", "xmbench/config.py",
                          "xmbench/cli.py", "xmbench/grid.py"})
-# Calls that load another project file by name: method_module("clap") is methods/clap/method.py.
-_LOADERS = {"method_module": "methods/{}/method.py"}
+# Calls that load another project file by name: method_module("clap") is methods/clap/method.py,
+# run_module(python, "waymo_convert", ...) is xmbench.data.waymo_convert (in the Waymo environment).
+_LOADERS = {"method_module": (0, "methods.{}.method"), "run_module": (1, "xmbench.data.{}")}
 
 
 def _module_file(root: Path, dotted: str) -> list[Path]:
@@ -36,13 +37,13 @@ def _module_file(root: Path, dotted: str) -> list[Path]:
 
 
 def _package_of(root: Path, path: Path) -> list[str]:
-    rel = path.relative_to(root).with_suffix("").parts
-    return list(rel[:-1]) if rel[-1] != "__init__" else list(rel[:-1])
+    """The package a relative import in ``path`` starts from (a module's folder; an __init__'s own)."""
+    return list(path.relative_to(root).parts[:-1])
 
 
-def _imports(root: Path, path: Path) -> list[Path]:
-    """Project files ``path`` imports (anywhere in it, lazy imports included) or loads by name."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
+def _imports(root: Path, path: Path, tree: ast.AST | None = None) -> list[Path]:
+    """Project files ``path`` (or ``tree``, a part of it) imports, lazy imports included, or loads by name."""
+    tree = tree if tree is not None else ast.parse(path.read_bytes(), filename=str(path))
     found: list[Path] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -58,12 +59,28 @@ def _imports(root: Path, path: Path) -> list[Path]:
             found += _module_file(root, dotted)
             for alias in node.names:  # `from pkg import submodule`
                 found += _module_file(root, f"{dotted}.{alias.name}")
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _LOADERS
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-            target = root / _LOADERS[node.func.id].format(node.args[0].value)
-            if target.is_file():
-                found.append(target)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _LOADERS:
+            pos, pattern = _LOADERS[node.func.id]
+            arg = node.args[pos] if len(node.args) > pos else None
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found += _module_file(root, pattern.format(arg.value))
     return found
+
+
+def command_entries(command: str, root: Path = REPO) -> list[Path]:
+    """The project files the CLI subcommand's function imports (``cmd_<command>`` in xmbench/cli.py).
+
+    The CLI is a dispatcher (bookkeeping), but what each subcommand imports is the code its rule
+    runs: following it names that code without a list here that would rot when modules move.
+    """
+    root = Path(root).resolve()
+    cli = root / "xmbench" / "cli.py"
+    tree = ast.parse(cli.read_bytes(), filename=str(cli))
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == f"cmd_{command.replace('-', '_')}"),
+              None)
+    if fn is None:
+        raise KeyError(f"{cli}: no cmd_{command}")
+    return _imports(root, cli, ast.Module(body=[fn], type_ignores=[]))
 
 
 def closure(entries: list[Path], root: Path = REPO) -> list[Path]:
@@ -93,20 +110,20 @@ def code_hash(entries: list[Path], root: Path = REPO) -> str:
 
 
 @lru_cache(maxsize=None)
+def command_code(command: str, root: Path = REPO) -> str:
+    """What a rule's CLI subcommand runs (generate, index, split, leaderboard)."""
+    return code_hash(command_entries(command, root), root)
+
+
+@lru_cache(maxsize=None)
 def pretrain_code(method: str, root: Path = REPO) -> str:
-    """A method's folder code and the harness loop, with all they import (backbones, shared modules)."""
+    """A method's folder code and the pretraining harness, with all they import (backbones, shared modules)."""
     root = Path(root)
-    return code_hash(sorted((root / "methods" / method).rglob("*.py")) + [root / "xmbench/pretraining/loop.py"], root)
+    return code_hash(sorted((root / "methods" / method).rglob("*.py")) + command_entries("pretrain", root), root)
 
 
 @lru_cache(maxsize=None)
 def engine_code(task: str, root: Path = REPO) -> str:
     """A task's engine code (downstream/<task>/**/*.py) and the finetune wrapper, with all they import."""
     root = Path(root)
-    return code_hash(sorted((root / "downstream" / task).rglob("*.py")) + [root / "xmbench/finetune.py"], root)
-
-
-@lru_cache(maxsize=None)
-def module_code(*modules: str, root: Path = REPO) -> str:
-    """The closure of named project files (e.g. the dataset generator a rule calls)."""
-    return code_hash([Path(root) / m for m in modules], Path(root))
+    return code_hash(sorted((root / "downstream" / task).rglob("*.py")) + command_entries("finetune", root), root)

@@ -309,6 +309,8 @@ def load_runs(paths, expected: list[dict] | None = None, out_dir: str | Path | N
     expected = expected or []
     exp_by_path = {str(e["path"]): e for e in expected if e.get("path")}
     columns, failures = read_columns(paths)
+    if columns:
+        _trust_folders(columns)
     extra_rows = []
     for path, err in failures:
         ident = {k: v for k, v in (exp_by_path.get(path) or _identity_from_path(Path(path))).items() if k in ID}
@@ -347,6 +349,19 @@ def load_runs(paths, expected: list[dict] | None = None, out_dir: str | Path | N
     order = FRONT + sorted(c for c in df.columns if c not in FRONT and c != "path") + ["path"]
     df = df[order]
     return df.sort_values(ID, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _trust_folders(columns: dict[str, list]) -> None:
+    """A record in another cell's folder counts as that folder's cell, failed with the reason."""
+    from .records import wrong_cell
+
+    for i, path in enumerate(columns["path"]):
+        why = wrong_cell({k: columns[k][i] for k in ID}, path)
+        if why:
+            own = Cell.from_metrics_path(path).identity()
+            for k in ID:
+                columns[k][i] = own[k]
+            columns["status"][i], columns["reason"][i] = "failed", why
 
 
 def _frame(columns: dict[str, list]) -> pd.DataFrame:
