@@ -78,7 +78,10 @@ REFERENCE = {
 }
 # Keys the adapter adds to DATA_CONFIG on top of the model config (they exist in OpenPCDet's
 # dataset config and are overridden here: paths, version, sweeps).
-ADDED_DATA_KEYS = {"nuscenes": {"DATA_PATH", "VERSION", "MAX_SWEEPS", "INFO_PATH"}, "waymo": {"POINT_CLOUD_RANGE", "DATA_PROCESSOR", "DATA_AUGMENTOR"}}
+ADDED_DATA_KEYS = {"nuscenes": {"DATA_PATH", "VERSION", "MAX_SWEEPS", "INFO_PATH", "BALANCED_RESAMPLING"},
+                   "waymo": {"POINT_CLOUD_RANGE", "DATA_PROCESSOR", "DATA_AUGMENTOR"}}
+# Augmentations the recipe does not have (the native engine adds no translation noise) are left out.
+NOT_IN_RECIPE = {"random_world_translation"}
 
 
 def _fake_openpcdet(root: Path) -> Path:
@@ -101,7 +104,7 @@ def test_generated_configs_have_the_real_configs_structure(template, tmp_path):
     assert dc["_BASE_CONFIG_"] == f"/opt/OpenPCDet/tools/cfgs/dataset_configs/{family}_dataset.yaml"
     if "AUG" in ref:
         augs = dc["DATA_AUGMENTOR"]["AUG_CONFIG_LIST"]
-        assert [(a["NAME"], set(a)) for a in augs] == ref["AUG"]
+        assert [(a["NAME"], set(a)) for a in augs] == [a for a in ref["AUG"] if a[0] not in NOT_IN_RECIPE]
         assert [p["NAME"] for p in dc["DATA_PROCESSOR"]] == ref["PROC"]
     model = cfg["MODEL"]
     assert set(model) == ref["MODEL"] and model["NAME"] == ref["MODEL_NAME"]
@@ -109,7 +112,8 @@ def test_generated_configs_have_the_real_configs_structure(template, tmp_path):
     assert model["MAP_TO_BEV"] == {"NAME": "HeightCompression", "NUM_BEV_FEATURES": 256}
     assert set(model["DENSE_HEAD"]) == ref["DENSE_HEAD"]
     assert model["DENSE_HEAD"]["SEPARATE_HEAD_CFG"]["HEAD_ORDER"] == ref["HEAD_ORDER"]
-    assert set(cfg["OPTIMIZATION"]) == ref["OPTIMIZATION"]
+    assert set(cfg["OPTIMIZATION"]) == ref["OPTIMIZATION"] | set(opc.schedule(RECIPE))   # the recipe's schedule
+    assert cfg["OPTIMIZATION"]["OPTIMIZER"] == "adam_onecycle"
     assert cfg["OPTIMIZATION"]["NUM_EPOCHS"] == 7 and cfg["OPTIMIZATION"]["LR"] == 0.001
     voxel = next(p for p in dc["DATA_PROCESSOR"] if p["NAME"] == "transform_points_to_voxels")
     assert voxel["VOXEL_SIZE"] == PAPER_MODEL["lidar"]["voxel_size"]
@@ -142,13 +146,19 @@ def test_run_tags_are_unique_per_cell_and_output_dir_follows_train_py():
 
 
 def test_train_command():
+    import sys
+
     cmd = opc.train_command(Path("/c/cfg.yaml"), "tag1", 32, 20, gpus=1, pretrained=Path("/ck/checkpoint.pth"))
-    assert cmd[:2] == ["python", "train.py"]
+    assert cmd[:2] == [sys.executable, "train.py"]
+    assert opc.train_command(Path("/c/cfg.yaml"), "t", 2, 1, python="/envs/pcdet/bin/python")[0] == "/envs/pcdet/bin/python"
     for flag, value in [("--cfg_file", "/c/cfg.yaml"), ("--extra_tag", "tag1"), ("--pretrained_model", "/ck/checkpoint.pth"),
                         ("--batch_size", "32"), ("--epochs", "20")]:
         assert cmd[cmd.index(flag) + 1] == value
-    multi = opc.train_command(Path("/c/cfg.yaml"), "tag1", 32, 20, gpus=8, pretrained=None)
-    assert multi[:4] == ["bash", "scripts/dist_train.sh", "8", "--cfg_file"] and "--pretrained_model" not in multi
+    multi = opc.train_command(Path("/c/cfg.yaml"), "tag1", 32, 20, gpus=8, pretrained=None, python="/py")
+    # torchrun hands the rank over in LOCAL_RANK; dist_train.sh's launcher passes --local-rank, which train.py rejects
+    assert multi[:7] == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "train.py",
+                         "--launcher"] and multi[7] == "pytorch" and "--pretrained_model" not in multi
+    assert not any(a.startswith("--local") for a in multi)
     assert opc.epochs_for({"iterations": 100, "batch_size": 4}, 64) == 6
 
 

@@ -70,6 +70,23 @@ def summary_to_metrics(summary: dict) -> dict:
     return m
 
 
+def empty_prediction_metrics(class_names) -> dict:
+    """What the devkit's DetectionEval gives a run that finds nothing (AP 0 per class, every TP
+    error at its cap of 1, NDS 0), for the prediction set it refuses to evaluate."""
+    from nuscenes.eval.common.config import config_factory
+
+    cfg = config_factory("detection_cvpr_2019")
+    names = list(class_names) or list(cfg.class_names)
+    tp = {k: 1.0 for k in TP_NAMES}
+    summary = {"mean_ap": 0.0, "nd_score": 0.0, "tp_errors": tp,
+               "mean_dist_aps": {c: 0.0 for c in names},
+               "label_aps": {c: {str(d): 0.0 for d in cfg.dist_ths} for c in names},
+               "label_tp_errors": {c: dict(tp) for c in names}}
+    metrics = summary_to_metrics(summary)
+    metrics["prediction_empty"] = True
+    return metrics
+
+
 def evaluate(index: dict, result: dict, out_dir: Path) -> dict:
     """Write the submission, run DetectionEval (detection_cvpr_2019) on the index's val split, and
     return our metrics plus which classes are present in the filtered val ground truth."""
@@ -82,6 +99,19 @@ def evaluate(index: dict, result: dict, out_dir: Path) -> dict:
     path = out_dir / "results_nusc.json"
     write_json(path, result, indent=None)
     nusc = NuScenes(version=index["version"], dataroot=index["dataroot"], verbose=False)
+    if not any(result["results"].values()):
+        # DetectionEval stops on an empty prediction set ('Invalid box type: None'); nothing found scores 0
+        from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes, load_gt
+        from nuscenes.eval.detection.data_classes import DetectionBox
+
+        cfg = config_factory("detection_cvpr_2019")
+        gt = filter_eval_boxes(nusc, add_center_dist(nusc, load_gt(nusc, index["eval_sets"]["val"], DetectionBox)),
+                               cfg.class_range)
+        metrics = empty_prediction_metrics(cfg.class_names)
+        metrics["note"] = "the model predicted no box on the val frames; scored 0"
+        metrics["classes_in_val_gt"] = sorted({b.detection_name for b in gt.all})
+        metrics["num_val_gt_boxes"] = len(gt.all)
+        return metrics
     ev = DetectionEval(nusc, config=config_factory("detection_cvpr_2019"), result_path=str(path),
                        eval_set=index["eval_sets"]["val"], output_dir=str(out_dir), verbose=False)
     summary = ev.main(plot_examples=0, render_curves=False)

@@ -9,18 +9,27 @@ adapter
   only (``nuscenes_dbinfos_10sweeps_withvelo.pkl`` format);
 - gives each cell a unique ``--extra_tag``: OpenPCDet resumes silently from any checkpoint in a
   reused output folder, so a folder may only ever be reused by the very same cell;
-- runs ``tools/train.py`` (or ``tools/scripts/dist_train.sh`` on several GPUs) with
-  ``--pretrained_model`` set to our checkpoint, which OpenPCDet loads by name and shape;
+- runs ``tools/train.py`` with the configured Python (under ``torchrun`` on several GPUs, which
+  hands the rank over in ``LOCAL_RANK``: ``dist_train.sh``'s ``torch.distributed.launch`` passes
+  ``--local-rank``, which OpenPCDet's parser does not accept) with ``--pretrained_model`` set to
+  our checkpoint, which OpenPCDet loads by name and shape;
 - reads back the devkit's ``metrics_summary.json`` and the log's ``==> Done (loaded X/Y)``, and
   fails a pretrained run that loaded no backbone weight instead of letting it train from scratch.
+
+The recipe is the native engine's: the info list OpenPCDet trains on is the split's frames cycled
+to ``iterations x batch_size`` entries (one epoch, so OpenPCDet's step count is the recipe's and no
+resampling is inherited), and the schedule is OpenPCDet's one-cycle with the recipe's peak learning
+rate, warm-up length and AdamW-style decoupled weight decay (see ``schedule``).
 """
 from __future__ import annotations
 
 import copy
 import math
+import os
 import pickle
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +40,7 @@ from ..errors import BenchError
 from .boxes import points_in_box
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "downstream" / "detection" / "openpcdet"
+PROFILES = TEMPLATE_DIR / "profiles.yaml"
 TEMPLATES = {
     "nuscenes_centerpoint": "nuscenes_centerpoint.yaml",   # cfgs/nuscenes_models/cbgs_voxel0075_res3d_centerpoint.yaml
     "nuscenes_bevfusion": "nuscenes_bevfusion.yaml",       # cfgs/nuscenes_models/bevfusion.yaml
@@ -101,10 +111,80 @@ def _set_processor(cfg: dict, name: str, **fields) -> None:
     raise BenchError(f"openpcdet template: no DATA_PROCESSOR '{name}'")
 
 
+def _profile_overrides(template: str, profile: str | None) -> dict:
+    """The template's model settings for a recipe profile (profiles.yaml): the same widths, heads
+    and post-processing the native engine uses at that profile (native.yaml), in OpenPCDet's keys."""
+    if profile is None or not PROFILES.is_file():
+        return {}
+    spec = yaml.safe_load(PROFILES.read_text()) or {}
+    return (spec.get(template) or {}).get(profile) or {}
+
+
+def _deep_update(dst: dict, src: dict) -> dict:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
+def warmup_steps(recipe: dict) -> int:
+    """The native engine's warm-up length (xmbench.finetune.warmup_cosine): at least one step."""
+    return max(1, int(recipe.get("warmup_fraction", 0.0) * recipe["iterations"]))
+
+
+def schedule(recipe: dict) -> dict:
+    """OPTIMIZATION entries that give OpenPCDet the native engine's schedule.
+
+    Native: AdamW (betas 0.9/0.999), lr rising linearly to the recipe's lr over ``w`` warm-up steps
+    (lr/w at step 0), then a cosine to 0 at the last step. OpenPCDet's ``adam_onecycle`` with
+    DIV_FACTOR w and PCT_START w/iterations starts at the same lr/w, peaks at the same lr at step w
+    and follows the same cosine to lr/w/1e4; only the warm-up ramp is a half cosine instead of a
+    line. Its weight decay is decoupled (true_wd, also on BatchNorm), as AdamW's; MOMS held at the
+    first beta keeps Adam's beta1 fixed, as AdamW's."""
+    opt = recipe["optimizer"]
+    if opt["name"] != "adamw":
+        raise BenchError(f"recipe optimizer '{opt['name']}': the openpcdet engine reproduces adamw only "
+                         "(OpenPCDet's adam_onecycle with decoupled weight decay); use adamw in task.yaml")
+    total, warm = int(recipe["iterations"]), warmup_steps(recipe)
+    betas = [float(b) for b in opt.get("betas", [0.9, 0.999])]
+    return {"OPTIMIZER": "adam_onecycle", "LR": float(opt["lr"]), "WEIGHT_DECAY": float(opt["weight_decay"]),
+            "BETAS": betas, "MOMS": [betas[0], betas[0]], "DIV_FACTOR": float(warm),
+            # OpenPCDet takes int(PCT_START * total) as the peak step; half a step above w keeps it w
+            "PCT_START": (warm + 0.5) / total}
+
+
+def schedule_note(recipe: dict) -> str:
+    """The schedule's shape, stated in every OpenPCDet cell's metrics."""
+    total, warm, lr = int(recipe["iterations"]), warmup_steps(recipe), float(recipe["optimizer"]["lr"])
+    return (f"OpenPCDet adam_onecycle: {total} steps, half-cosine warm-up over {warm} from lr/{warm} to the peak "
+            f"{lr:g}, then cosine to lr/{warm}/1e4 (native engine: linear warm-up over {warm}, cosine to 0)")
+
+
+def db_class_counts(db: dict, class_names, min_points: dict[str, int]) -> dict[str, int]:
+    """Per configured class, the database entries OpenPCDet's filter_by_min_points keeps."""
+    return {c: sum(1 for e in db.get(c, []) if e["num_points_in_gt"] >= min_points.get(c, 0)) for c in class_names}
+
+
+def _min_points(aug: dict) -> dict[str, int]:
+    out = {}
+    for item in (aug.get("PREPARE") or {}).get("filter_by_min_points", []):
+        name, n = item.split(":")
+        out[name] = int(n)
+    return out
+
+
 def make_config(template: str, root, data_path, version: str, model_cfg: dict, info_train: Path, info_val: Path,
-                db_info: Path | None, recipe: dict, epochs: int) -> dict:
-    """The run's OpenPCDet config: the template with our paths, geometry and schedule filled in."""
+                db_info: Path | None, recipe: dict, epochs: int, *, db_counts: dict[str, int] | None = None,
+                gpus: int = 1) -> dict:
+    """The run's OpenPCDet config: the template with our paths, geometry, the recipe's profile
+    settings and the recipe's schedule filled in.
+
+    ``db_counts`` (per class, after the min-points filter) drops the SAMPLE_GROUPS of classes the
+    split's database cannot supply: OpenPCDet's sampler stacks an empty draw otherwise."""
     cfg = copy.deepcopy(load_template(template))
+    _deep_update(cfg, _profile_overrides(template, recipe.get("profile")))
     family = template.split("_")[0]
     dc = cfg["DATA_CONFIG"]
     dc["_BASE_CONFIG_"] = str(Path(root) / "tools" / BASE_CONFIGS[family])
@@ -115,7 +195,12 @@ def make_config(template: str, root, data_path, version: str, model_cfg: dict, i
         dc["VERSION"] = version
         dc["MAX_SWEEPS"] = int(lidar["nsweeps"])
         dc["INFO_PATH"] = {"train": [str(info_train)], "test": [str(info_val)]}
+        # the base config's CBGS resampling would multiply the split (32 frames became 224) and
+        # divide by zero for a class the split lacks; the recipe's step count is met by the infos
+        dc["BALANCED_RESAMPLING"] = False
     _set_processor(cfg, "transform_points_to_voxels", VOXEL_SIZE=[float(v) for v in lidar["voxel_size"]])
+    aug_cfg = recipe.get("augment", {})
+    augs = []
     for aug in dc["DATA_AUGMENTOR"]["AUG_CONFIG_LIST"]:
         if aug["NAME"] == "gt_sampling":
             if db_info is None:
@@ -123,21 +208,49 @@ def make_config(template: str, root, data_path, version: str, model_cfg: dict, i
             else:
                 aug["DB_INFO_PATH"] = [str(db_info)]
                 aug["NUM_POINT_FEATURES"] = 5
+                if db_counts is not None:
+                    aug["SAMPLE_GROUPS"] = [g for g in aug["SAMPLE_GROUPS"] if db_counts.get(g.split(":")[0], 0) > 0]
+        if aug["NAME"] == "random_world_flip":
+            if not aug_cfg.get("flip", False):
+                continue
+            aug["ALONG_AXIS_LIST"] = ["x"]        # the native flip negates y, which is OpenPCDet's flip along x
+        if aug["NAME"] == "random_world_translation":
+            continue                              # the native recipe has no translation noise
         if aug["NAME"] == "random_world_rotation":
-            r = math.radians(recipe["augment"].get("rotation_deg", 45.0))
+            r = math.radians(aug_cfg.get("rotation_deg", 45.0))
             aug["WORLD_ROT_ANGLE"] = [-r, r]
         if aug["NAME"] == "random_world_scaling":
-            aug["WORLD_SCALE_RANGE"] = [float(v) for v in recipe["augment"].get("scale", [0.9, 1.1])]
+            aug["WORLD_SCALE_RANGE"] = [float(v) for v in aug_cfg.get("scale", [0.9, 1.1])]
+        augs.append(aug)
+    dc["DATA_AUGMENTOR"]["AUG_CONFIG_LIST"] = augs
     opt = cfg["OPTIMIZATION"]
     opt["NUM_EPOCHS"] = int(epochs)
-    opt["LR"] = float(recipe["optimizer"]["lr"])
-    opt["WEIGHT_DECAY"] = float(recipe["optimizer"]["weight_decay"])
+    opt["BATCH_SIZE_PER_GPU"] = max(1, int(recipe["batch_size"]) // max(1, int(gpus)))
+    if "iterations" in recipe:
+        opt.update(schedule(recipe))
+    else:
+        opt["LR"] = float(recipe["optimizer"]["lr"])
+        opt["WEIGHT_DECAY"] = float(recipe["optimizer"]["weight_decay"])
     return cfg
 
 
 def epochs_for(recipe: dict, n_frames: int) -> int:
     """Our recipe counts iterations at a total batch size; OpenPCDet counts epochs."""
     return max(1, int(round(recipe["iterations"] * recipe["batch_size"] / max(1, n_frames))))
+
+
+def cycled_infos(infos: list, iterations: int, batch_size: int, seed: int) -> list:
+    """The split's frames in epoch-wise reshuffled passes, cut at ``iterations * batch_size``
+    entries, as the native engine's batch order: one OpenPCDet epoch over this list is the
+    recipe's run. Entries are the same objects, so the pickle holds each frame once."""
+    if not infos:
+        raise BenchError("openpcdet: the split has no training frame")
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    need = int(iterations) * int(batch_size)
+    while len(order) < need:
+        order += rng.permutation(len(infos)).tolist()
+    return [infos[i] for i in order[:need]]
 
 
 def write_config(cfg: dict, path: Path) -> Path:
@@ -273,11 +386,14 @@ def write_gt_database(root, infos: list[dict], out_dir: Path, max_sweeps: int, u
     """OpenPCDet's ``create_groundtruth_database`` output for these infos (the split's frames only):
     one .bin of float32 (x, y, z, intensity, time lag) per object, relative to the box centre, and
     ``nuscenes_dbinfos_<n>sweeps_withvelo.pkl``. Paths are absolute (OpenPCDet joins them to its
-    root path, which leaves an absolute path unchanged)."""
+    root path, which leaves an absolute path unchanged).
+
+    With ``used_classes`` every one of them is a key, empty when the split has no object of it:
+    OpenPCDet's DataBaseSampler indexes the database by every configured class."""
     root = Path(root)
     db_dir = out_dir / f"gt_database_{max_sweeps}sweeps_withvelo"
     db_dir.mkdir(parents=True, exist_ok=True)
-    all_db: dict[str, list] = {}
+    all_db: dict[str, list] = {str(c): [] for c in (used_classes or [])}
     for idx, info in enumerate(infos):
         points = _info_points(root, info, max_sweeps)
         for i, (box, name) in enumerate(zip(info["gt_boxes"], info["gt_names"])):
@@ -297,15 +413,46 @@ def write_gt_database(root, infos: list[dict], out_dir: Path, max_sweeps: int, u
 # ------------------------------------------------------------------------------------------------
 
 def train_command(cfg_file: Path, extra_tag: str, batch_size: int, epochs: int, gpus: int = 1,
-                  pretrained: Path | None = None, workers: int = 4) -> list[str]:
-    """The command line, run from OpenPCDet's tools/ folder."""
+                  pretrained: Path | None = None, workers: int = 4, python: str | None = None) -> list[str]:
+    """The command line, run from OpenPCDet's tools/ folder with ``python`` (the configured
+    interpreter; default: the one running the benchmark, never whatever ``python`` the PATH has).
+
+    Several GPUs: ``torchrun`` (``python -m torch.distributed.run``), which passes each process's
+    rank in LOCAL_RANK, the variable train.py reads when ``--local_rank`` is absent; OpenPCDet's
+    dist_train.sh uses ``torch.distributed.launch``, whose ``--local-rank=N`` train.py rejects."""
+    py = python or sys.executable
     args = ["--cfg_file", str(cfg_file), "--extra_tag", extra_tag, "--batch_size", str(batch_size),
             "--epochs", str(epochs), "--workers", str(workers)]
     if pretrained is not None:
         args += ["--pretrained_model", str(pretrained)]
     if gpus > 1:
-        return ["bash", "scripts/dist_train.sh", str(gpus), *args]
-    return ["python", "train.py", *args]
+        return [py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "train.py",
+                "--launcher", "pytorch", *args]
+    return [py, "train.py", *args]
+
+
+def eval_command(cfg_file: Path, extra_tag: str, batch_size: int, ckpt: Path, gpus: int = 1, workers: int = 4,
+                 python: str | None = None) -> list[str]:
+    """tools/test.py on one checkpoint of the run (a re-evaluation), launched like train_command."""
+    py = python or sys.executable
+    args = ["--cfg_file", str(cfg_file), "--extra_tag", extra_tag, "--batch_size", str(batch_size),
+            "--ckpt", str(ckpt), "--workers", str(workers)]
+    if gpus > 1:
+        return [py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "test.py",
+                "--launcher", "pytorch", *args]
+    return [py, "test.py", *args]
+
+
+def openpcdet_env(base: dict | None = None) -> dict:
+    """The environment OpenPCDet runs in. torch >= 2.6 loads with ``weights_only=True`` unless told
+    otherwise; OpenPCDet's own ``torch.load`` calls (its resume, its evaluation's checkpoint load,
+    ``--pretrained_model``) predate that and read full pickles, so the run sets torch's documented
+    switch TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (its train.py resume otherwise fails silently and
+    restarts from scratch). The checkpoints it loads are the run's own and the benchmark's."""
+    env = dict(os.environ if base is None else base)
+    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
 
 
 _LOADING = re.compile(r"==> Loading parameters from checkpoint (\S+) to")
@@ -381,11 +528,27 @@ def latest_train_log(out_dir: Path) -> Path | None:
     return logs[-1] if logs else None
 
 
-def read_results(out_dir: Path, checkpoint: Path | None) -> dict:
-    """Our metrics (and the load record) from an OpenPCDet output folder."""
+def count_predictions(out_dir: Path) -> int | None:
+    """Boxes in the last results_nusc.json OpenPCDet wrote for the run (None: it wrote none)."""
     import json
 
-    from .nuscenes_eval import summary_to_metrics
+    found = sorted(Path(out_dir).glob("eval/**/results_nusc.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return None
+    results = json.loads(found[-1].read_text()).get("results", {})
+    return sum(len(v) for v in results.values())
+
+
+EMPTY_NOTE = ("the model predicted no box on the val frames; scored 0 (the devkit's evaluation cannot take an "
+              "empty prediction set)")
+
+
+def read_results(out_dir: Path, checkpoint: Path | None, class_names=None, allow_empty: bool = False) -> dict:
+    """Our metrics (and the load record) from an OpenPCDet output folder. ``allow_empty``: the run's
+    evaluation stopped on an empty prediction set, which scores 0 with a note."""
+    import json
+
+    from .nuscenes_eval import empty_prediction_metrics, summary_to_metrics
 
     log = latest_train_log(out_dir)
     if log is None:
@@ -394,7 +557,10 @@ def read_results(out_dir: Path, checkpoint: Path | None) -> dict:
     load = parse_load(text, checkpoint) if checkpoint is not None else None
     check_load(load, checkpoint is not None, log)
     summary_path = find_metrics_summary(out_dir)
-    if summary_path is not None:
+    if allow_empty and count_predictions(out_dir) == 0:
+        metrics = empty_prediction_metrics(class_names or [])
+        metrics["note"] = EMPTY_NOTE
+    elif summary_path is not None:
         metrics = summary_to_metrics(json.loads(summary_path.read_text()))
         metrics["metrics_summary"] = str(summary_path)
     else:
@@ -406,11 +572,36 @@ def read_results(out_dir: Path, checkpoint: Path | None) -> dict:
     return {"metrics": metrics, "load": load}
 
 
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)|[A-Za-z_][\w.]*\.[A-Z]\w*|Exception)(:.*)?$")
+
+
+def error_line(text: str) -> str | None:
+    """The exception line of the failing process's traceback (e.g. ``KeyError: 'construction_vehicle'``),
+    not the output's last line. Under torchrun the child's traceback comes before torchrun's own
+    ChildFailedError; the child's is the one that says what went wrong."""
+    lines = text.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if line.strip().startswith("Traceback (most recent call last):"):
+            indent = len(line) - len(line.lstrip())
+            for later in lines[i + 1:]:
+                stripped = later[indent:] if later[:indent].strip() == "" else later
+                if stripped and not stripped.startswith(" ") and _EXC_LINE.match(stripped.strip()):
+                    found.append(stripped.strip())
+                    break
+    found = [f for f in found if "ChildFailedError" not in f] or found
+    return found[-1] if found else None
+
+
 def run(command: list[str], root, stdout_path: Path, env=None) -> None:
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     with open(stdout_path, "w") as out:
-        proc = subprocess.run(command, cwd=Path(root) / "tools", stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run(command, cwd=Path(root) / "tools", stdout=out, stderr=subprocess.STDOUT,
+                              env=openpcdet_env(env))
     if proc.returncode != 0:
-        tail = stdout_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-        raise BenchError(f"openpcdet: {' '.join(command[:2])} exited with {proc.returncode}: {tail[0][:300]} "
+        text = stdout_path.read_text(errors="replace")
+        line = error_line(text) or next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()),
+                                        "(no output)")
+        script = next((c for c in command if c.endswith(".py")), command[0])
+        raise BenchError(f"openpcdet: {script} exited with {proc.returncode}: {line.strip()[:300]} "
                          f"(full output: {stdout_path})")

@@ -1,0 +1,1 @@
+"""Tests-only CPU stand-ins for OpenPCDet's compiled ops (see standin.py)."""
