@@ -1,14 +1,80 @@
 """`snakemake --profile profiles/slurm` on a real one-node SLURM cluster started on this machine."""
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+import repo_copy
 
 REPO = Path(__file__).resolve().parent.parent
+REFUSAL_S = 10  # the issue's bound for the guard's one-line refusal
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return repo_copy.copy_repo(tmp_path_factory.mktemp("slurm_repo") / "repo")
+
+
+def _start_slurm_profile(repo: Path, tmp: Path, config: list[str], extra=(), env=None):
+    """Start the slurm profile as a user would; return (seconds, result)."""
+    t0 = time.monotonic()
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--configfile", ".test/config.yaml",
+         "--slurm-logdir", str(tmp / "slurm_logs"), "--config", f"results_dir={tmp}/results", *config, *extra],
+        cwd=repo, capture_output=True, text=True, timeout=300, env=env)
+    return time.monotonic() - t0, res
+
+
+def _refusal(res) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert res.returncode != 0 and len(lines) == 1, res.stderr[-3000:]
+    return lines[0]
+
+
+def test_slurm_profile_without_partition_refuses_in_seconds(repo, tmp_path):
+    """The guard runs once Snakemake knows the executor (onstart), before any job is submitted."""
+    seconds, res = _start_slurm_profile(repo, tmp_path, [])
+    line = _refusal(res)
+    assert "'cluster.partition'" in line and "--config 'cluster={partition: NAME" in line
+    assert seconds < REFUSAL_S, seconds
+    assert "trying to guess" not in res.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "slurm_logs").exists()
+
+
+def test_slurm_profile_without_account_refuses_in_seconds(repo, tmp_path):
+    seconds, res = _start_slurm_profile(repo, tmp_path, ["cluster={partition: debug}"])
+    line = _refusal(res)
+    assert "'cluster.account'" in line and "--slurm-no-account" in line and "never guessed" in line
+    assert seconds < REFUSAL_S, seconds
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_controller_that_does_not_answer_is_named_not_waited_for(repo, tmp_path):
+    """An `scontrol` whose ping hangs stands in for a dead controller (its config answers at once, as
+    a slurm.conf on disk does): the guard's ping times out and says so in one line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "scontrol"
+    fake.write_text('#!/bin/sh\ncase "$1" in ping) sleep 120;; *) echo "MaxArraySize = 1001";; esac\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    seconds, res = _start_slurm_profile(repo, tmp_path, ["cluster={partition: debug, account: null}"],
+                                        ["--slurm-no-account"], env=env)
+    line = _refusal(res)
+    assert "scontrol ping" in line and "slurmctld" in line
+    assert seconds < REFUSAL_S + 5, seconds  # the plugin's own start-up queries come first
+    assert not (tmp_path / "results").exists()
+
+
+def test_refusal_on_the_test_cluster(slurm_cluster, repo, tmp_path):
+    """The same refusal with a live controller: the plugin is up and talking, the guard still refuses."""
+    seconds, res = _start_slurm_profile(repo, tmp_path, [])
+    assert "'cluster.partition'" in _refusal(res) and seconds < REFUSAL_S, seconds
 
 
 @pytest.fixture(scope="module")

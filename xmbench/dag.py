@@ -19,8 +19,9 @@ from .atomic import write_text
 from .config import check_config, config_hash, load_yaml
 from .errors import BenchError
 
-# Job logs beside the benchmark records, one per job (Snakemake's `log:`).
-FINETUNE_LOG = "logs/finetune/{dataset}_{task}_{engine}_{method}_{frac}_seed{seed}.log"
+# Job logs beside the benchmark records, one per job (Snakemake's `log:`); a cell's is named as its
+# benchmark record is (xmbench.grid owns that name), so the two cannot disagree on the wildcards.
+FINETUNE_LOG = grid.BENCHMARK.replace("benchmarks/", "logs/", 1).removesuffix(".tsv") + ".log"
 PRETRAIN_LOG = "logs/pretrain/{dataset}_{method}.log"
 RESOURCE_KEYS = ("cpus_per_task", "mem_mb", "runtime", "gres", "slurm_partition", "slurm_account")
 CONTROLLER_TIMEOUT_S = 3
@@ -79,8 +80,7 @@ class Plan:
 
 
     def finetune_log(self, cell) -> Path:
-        return Path(self.results) / FINETUNE_LOG.format(dataset=cell.dataset, task=cell.task, engine=cell.engine,
-                                                         method=cell.method, frac=cell.tag, seed=cell.seed)
+        return Path(self.results) / Path(FINETUNE_LOG).parent / f"{cell.benchmark_name}.log"
 
     def pretrain_log(self, dataset: str, method: str) -> Path:
         return Path(self.results) / PRETRAIN_LOG.format(dataset=dataset, method=method)
