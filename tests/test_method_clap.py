@@ -184,9 +184,19 @@ def test_clap_pretrains_and_its_loss_goes_down(two_frame_index, test_config, tmp
     cfg = _cfg(test_config, epochs=6, batch_size=2, max_steps_per_epoch=1)
     trainer = Pretrainer(spec, cfg, two_frame_index, tmp_path)
     ckpt = torch.load(trainer.run(), weights_only=False)
-    assert ckpt["model_state"] and all(k.startswith("backbone_3d.") for k in ckpt["model_state"])
-    assert "backbone_3d.conv_input.0.weight" in ckpt["model_state"]
-    assert "layer4.0.conv1.weight" in ckpt["image_backbone"]
+    # both encoders, and the neck, lift and fuser CLAP pretrains, under OpenPCDet's BEVFusion prefixes
+    prefixes = {"backbone_3d", "image_backbone", "neck", "vtransform", "fuser"}
+    assert {k.split(".", 1)[0] for k in ckpt["model_state"]} == prefixes
+    assert ckpt["meta"]["pretrained_modules"] == sorted(prefixes)
+    for name in ("backbone_3d.conv_input.0.weight", "image_backbone.layer4.0.conv1.weight",
+                 "neck.lateral_convs.0.conv.weight", "vtransform.dtransform.0.weight", "vtransform.frustum",
+                 "fuser.conv.0.weight"):
+        assert name in ckpt["model_state"], name
+    assert torch.equal(ckpt["image_backbone"]["layer4.0.conv1.weight"],
+                       ckpt["model_state"]["image_backbone.layer4.0.conv1.weight"])
+    final = torch.load(tmp_path / "last.pth", weights_only=False)["model"]     # the trained weights, not a copy
+    assert torch.equal(final["vtransform.depthnet.0.weight"], ckpt["model_state"]["vtransform.depthnet.0.weight"])
+    assert torch.equal(final["fuser.conv.0.weight"], ckpt["model_state"]["fuser.conv.0.weight"])
     rows = [json.loads(line) for line in (tmp_path / "loss_log.jsonl").read_text().splitlines()]
     assert {"render_depth", "render_sdf", "render_rgb", "swap", "em", "gram"} <= set(rows[0])
     for r in rows:
@@ -218,6 +228,10 @@ def test_clap_variants_build_and_return_their_terms(name, sampling, protos, tiny
     sum(terms.values()).backward()
     assert model.lidar.conv_input[0].weight.grad.abs().sum() > 0
     assert model.image.conv1.weight.grad.abs().sum() > 0
+    # the shared camera branch learns: neck, both depth paths of the lift, the fuser
+    for p in (model.neck.lateral_convs[0].conv.weight, model.vtransform.dtransform[0].weight,
+              model.vtransform.depthnet[0].weight, model.vtransform.downsample[0].weight, model.fuser.conv[0].weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
     # same generator seed, same draws: a step is reproducible
     batch["generator"] = torch.Generator().manual_seed(0)
     again = model(batch)

@@ -5,13 +5,15 @@ One step, per batch of frames:
 1. Masked inputs (UniPAD): LiDAR voxels are dropped in blocks of 8 x 8 x 8 voxels (ratio 0.9 of the
    blocks of each frame); images are masked in 32 x 32 patches (ratio 0.9), on the input and on the
    stage features the camera neck reads.
-2. Encoders: the shared VoxelResBackBone8x -> HeightCompression (256-channel BEV at stride 8); the
-   shared ResNet -> a small FPN-style neck at stride 8 -> a depth head (depth-bin logits + 80 context
-   channels) -> LSS lift (outer product of the depth distribution and the context) -> splat by
-   summing into the LiDAR BEV grid.
-3. Fusion: concat(LiDAR BEV, camera BEV) -> 3x3 conv to 512 channels (BEVFusion's ConvFuser); the
-   512 channels are unfolded into (512 / Z) channels x Z height bins and a 3x3x3 conv gives the
-   rendering volume (UniPAD's render_conv, 32 channels).
+2. Encoders (BEVFusion's, the benchmark's shared modules of xmbench.models, sized by model.image):
+   the shared VoxelResBackBone8x -> HeightCompression (256-channel BEV at stride 8); the shared image
+   encoder (ResNet or Swin-T) -> GeneralizedLSSFPN neck at stride 8 -> DepthLSS lift (depth-bin
+   softmax x 80 context channels, the depthnet also reading the depth image of the masked LiDAR
+   input) -> scatter-add splat onto the LiDAR BEV grid.
+3. Fusion: BEVFusion's ConvFuser (concat(camera BEV, LiDAR BEV) -> 3x3 conv, 256 channels at the
+   paper's sizes); the fused channels are unfolded into (C / Z) channels x Z height bins and a 3x3x3
+   conv gives the rendering volume (UniPAD's render_conv, 32 channels). The checkpoint carries the
+   encoders, neck, lift and fuser under OpenPCDet's names (``pretrained_modules``).
 4. Rays: LiDAR rays from the sensor origin through observed points (target: range), pixel rays from
    each camera centre through pixels (target: the pixel's colour in [0, 1]). From epoch
    ``uniform_epochs`` on, LiDAR rays are drawn with torch.multinomial on the curvature weights of the
@@ -34,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from xmbench.data.frames import IMAGE_MEAN, IMAGE_STD
+from xmbench.models.build import build_fuser, build_image_neck, build_lift
+from xmbench.models.lss import lidar_depth_image
 from xmbench.models.voxel_backbone import to_bev
 from xmbench.models.voxelize import voxelize
 from xmbench.pretraining.contract import PretrainMethod
@@ -83,6 +87,9 @@ def patch_mask(n: int, hw: tuple[int, int], patch: int, ratio: float, g: torch.G
 class CLAP(PretrainMethod):
     RAY_SAMPLING = "curvature"     # clap_uniform: "uniform"
     USE_PROTOTYPES = True          # clap_noproto: False
+    # BEVFusion's lift reads the LiDAR depth image (OpenPCDet bevfusion.yaml VTRANSFORM DepthLSSTransform),
+    # here the masked LiDAR input's, so that the pretrained vtransform.* is BEVFusion's
+    LIFT_LIDAR_DEPTH = True
 
     def __init__(self, lidar_backbone, image_backbone, hparams: dict, model_cfg: dict):
         super().__init__(lidar_backbone, image_backbone, hparams, model_cfg)
@@ -96,24 +103,18 @@ class CLAP(PretrainMethod):
         self.hp = hp
         grid = lidar_backbone.grid
         self.pcr = tuple(float(v) for v in grid.point_cloud_range)
-        gx, gy, _ = grid.grid_size
-        self.bev_hw = (gy // 8, gx // 8)
         self.cell = (grid.voxel_size[0] * 8, grid.voxel_size[1] * 8)
         self.scale = 1.0 / max(abs(v) for v in self.pcr)
-        d0, d1, step = hp["depth_bound"]
-        n_bins = int(hp.get("depth_bins") or round((d1 - d0) / step))
-        self.register_buffer("depths", d0 + torch.arange(n_bins, dtype=torch.float32) * (d1 - d0) / n_bins,
-                             persistent=False)
-        c_cam, c_lidar, neck = hp["camera_bev_channels"], lidar_backbone.num_bev_features, hp["neck_channels"]
-        stage_ch = image_backbone.out_channels
-        self.neck_lateral = nn.ModuleList([nn.Conv2d(stage_ch[i], neck, 1) for i in (1, 2, 3)])
-        self.neck_out = _conv_bn_relu(neck, neck, 3)
-        self.depth_head = nn.Conv2d(neck, n_bins + c_cam, 1)
-        self.fuser = _conv_bn_relu(c_lidar + c_cam, hp["fused_channels"], 3)
+        # BEVFusion's camera branch and fuser, the benchmark's shared modules sized by model.image
+        # (neck / lift / fuser), under the names OpenPCDet loads: the checkpoint carries them
+        self.neck = build_image_neck(model_cfg, image_backbone)
+        self.vtransform = build_lift(model_cfg, use_lidar_depth=self.LIFT_LIDAR_DEPTH)
+        self.fuser = build_fuser(model_cfg, lidar_backbone.num_bev_features)
+        c_cam, c_lidar, fused = self.vtransform.out_channels, lidar_backbone.num_bev_features, self.fuser.out_channels
         z_bins = hp["volume_z_bins"]
-        if hp["fused_channels"] % z_bins:
-            raise ValueError(f"fused_channels {hp['fused_channels']} must be divisible by volume_z_bins {z_bins}")
-        self.render_conv = _conv_bn_relu(hp["fused_channels"] // z_bins, hp["volume_channels"], 3, dims=3)
+        if fused % z_bins:
+            raise ValueError(f"model.image.fuser.channels {fused} must be divisible by CLAP's volume_z_bins {z_bins}")
+        self.render_conv = _conv_bn_relu(fused // z_bins, hp["volume_channels"], 3, dims=3)
         self.field = SDFField(hp["volume_channels"], self.pcr, self.scale, sdf_hidden=hp["sdf_hidden"],
                               sdf_blocks=hp["sdf_blocks"], geo_dim=hp["geo_feature_dim"],
                               rgb_hidden=hp["rgb_hidden"], rgb_blocks=hp["rgb_blocks"],
@@ -126,63 +127,40 @@ class CLAP(PretrainMethod):
 
     # ------------------------------------------------------------------ encoders
     def _lidar_bev(self, batch: dict, g: torch.Generator):
+        """LiDAR BEV map of the block-masked voxels, and the mask of the points those voxels hold
+        (the LiDAR input the camera lift's depth image may see)."""
         bsz = batch["batch_size"]
         vox = voxelize(batch["points"], batch["batch_idx"], bsz, self.lidar.grid)
         keep = block_mask(vox.coords, bsz, self.hp["lidar_mask_block"], self.hp["mask_ratio"], g)
         out = self.lidar(vox.features[keep], vox.coords[keep], bsz)
-        return to_bev(out["encoded"])
+        kept_points = (vox.point_to_voxel >= 0) & keep[vox.point_to_voxel.clamp(min=0)]
+        return to_bev(out["encoded"]), kept_points
 
-    def _camera_bev(self, batch: dict, g: torch.Generator):
+    def _camera_bev(self, batch: dict, g: torch.Generator, kept_points: torch.Tensor):
+        """Patch-masked images -> shared image encoder -> neck -> lift onto the LiDAR BEV grid."""
         images = batch["images"]
         bsz, n_cam, _, h, w = images.shape
         x = images.flatten(0, 1)
         mask = patch_mask(x.shape[0], (h, w), self.hp["image_mask_patch"], self.hp["mask_ratio"], g).to(x)
         x = x * F.interpolate(mask, scale_factor=self.hp["image_mask_patch"], mode="nearest")[..., :h, :w]
-        feats = self.image(x)
-        size = feats[1].shape[-2:]
-        neck = 0
-        for lat, f in zip(self.neck_lateral, feats[1:]):
-            m = F.interpolate(mask, size=f.shape[-2:], mode="nearest")     # masked features stay zero
-            y = lat(f * m)
-            neck = neck + (y if y.shape[-2:] == size else F.interpolate(y, size=size, mode="bilinear",
-                                                                         align_corners=False))
-        neck = self.neck_out(neck)
-        out = self.depth_head(neck)
-        n_bins = self.depths.numel()
-        prob = out[:, :n_bins].softmax(1)                                     # (BK, D, fh, fw)
-        ctx = out[:, n_bins:]                                                 # (BK, C, fh, fw)
-        fh, fw = ctx.shape[-2:]
-        # frustum points in the LiDAR frame: (B, K, D, fh*fw, 3)
-        su, sv = w / fw, h / fh
-        vv, uu = torch.meshgrid((torch.arange(fh, device=x.device) + 0.5) * sv - 0.5,
-                                (torch.arange(fw, device=x.device) + 0.5) * su - 0.5, indexing="ij")
-        pix = torch.stack([uu.flatten(), vv.flatten(), torch.ones(fh * fw, device=x.device)], -1)
-        l2c = batch["lidar_to_cam"]
-        rot_t = l2c[..., :3, :3].transpose(-1, -2)                            # cam -> lidar rotation
-        centre = -(rot_t @ l2c[..., :3, 3:]).squeeze(-1)                      # (B, K, 3)
-        dirs = torch.einsum("bkij,bkjl,pl->bkpi", rot_t, torch.linalg.inv(batch["intrinsics"]), pix)
-        pts = centre[:, :, None, None] + self.depths.view(1, 1, -1, 1, 1) * dirs[:, :, None]
-        x0, y0, z0, x1, y1, z1 = self.pcr
-        ix = torch.floor((pts[..., 0] - x0) / self.cell[0]).long()
-        iy = torch.floor((pts[..., 1] - y0) / self.cell[1]).long()
-        hb, wb = self.bev_hw
-        valid = (ix >= 0) & (ix < wb) & (iy >= 0) & (iy < hb) & (pts[..., 2] >= z0) & (pts[..., 2] < z1)
-        frame = torch.arange(bsz, device=x.device).view(-1, 1, 1, 1).expand_as(ix)
-        cell = (frame * hb + iy) * wb + ix                                    # (B, K, D, P)
-        b_i, k_i, d_i, p_i = valid.nonzero(as_tuple=True)
-        img = b_i * n_cam + k_i
-        c = ctx.shape[1]
-        ctx_flat = ctx.flatten(2).transpose(1, 2)                             # (BK, P, C)
-        vals = prob.flatten(2)[img, d_i, p_i].unsqueeze(1) * ctx_flat[img, p_i]
-        bev = torch.zeros(bsz * hb * wb, c, dtype=ctx.dtype, device=x.device)
-        bev.index_add_(0, cell[valid], vals)
-        return bev.view(bsz, hb, wb, c).permute(0, 3, 1, 2)
+        # masked patches stay zero on every map the neck reads
+        feats = [f * F.interpolate(mask, size=f.shape[-2:], mode="nearest") for f in self.image(x)]
+        depth = None
+        if self.vtransform.use_lidar_depth:
+            depth = lidar_depth_image(batch["points"][kept_points, :3], batch["batch_idx"][kept_points], bsz,
+                                      batch["lidar_to_cam"], batch["intrinsics"], (h, w))
+        return self.vtransform(self.neck(feats)[0], batch["intrinsics"], batch["lidar_to_cam"], depth)
 
     def _volume(self, lidar_bev: torch.Tensor, cam_bev: torch.Tensor) -> torch.Tensor:
-        fused = self.fuser(torch.cat([lidar_bev, cam_bev], 1))
+        fused = self.fuser(cam_bev, lidar_bev)
         b, c, h, w = fused.shape
         z = self.hp["volume_z_bins"]
         return self.render_conv(fused.view(b, c // z, z, h, w))            # (B, C_vol, Z, Y, X)
+
+    def pretrained_modules(self) -> dict[str, nn.Module]:
+        """What the checkpoint carries, under OpenPCDet's BEVFusion prefixes."""
+        return {"backbone_3d": self.lidar, "image_backbone": self.image, "neck": self.neck,
+                "vtransform": self.vtransform, "fuser": self.fuser}
 
     # ------------------------------------------------------------------ rays
     def _lidar_candidates(self, batch: dict):
@@ -306,8 +284,8 @@ class CLAP(PretrainMethod):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         g = batch["generator"]
-        lidar_bev = self._lidar_bev(batch, g)
-        cam_bev = self._camera_bev(batch, g)
+        lidar_bev, kept_points = self._lidar_bev(batch, g)
+        cam_bev = self._camera_bev(batch, g, kept_points)
         volume = self._volume(lidar_bev, cam_bev)
         terms = self._render_losses(batch, volume, g)
         if self.USE_PROTOTYPES:

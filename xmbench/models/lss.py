@@ -103,6 +103,8 @@ class LSSTransform(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.image_hw, self.feature_hw = tuple(image_hw), tuple(feature_hw)
         self.use_lidar_depth = use_lidar_depth
+        # what a fusion-pretrained (DepthLSS) vtransform.* holds that this lift knowingly does not take
+        self.ignored_init_keys = () if use_lidar_depth else ("dtransform.", "depthnet.0.weight")
         dx, bx, nx = grid_buffers(xbound, ybound, zbound)
         self.register_buffer("dx", dx)
         self.register_buffer("bx", bx)

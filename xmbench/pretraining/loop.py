@@ -28,6 +28,7 @@ from ..errors import BenchError
 from ..finetune import build_optimizer
 from ..methods import MethodSpec
 from ..models.build import build_image_backbone, build_lidar_backbone
+from ..models.init_weights import model_state, pretrained_modules
 from ..provenance import provenance
 
 
@@ -281,16 +282,23 @@ class Pretrainer:
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def _write_checkpoint(self, seconds: float) -> Path:
-        """DESIGN.md's format: backbone_3d.* keys OpenPCDet's --pretrained_model loads as they are."""
-        lidar = {f"backbone_3d.{k}": v.cpu() for k, v in self.module.lidar.state_dict().items()}
-        meta = {"method": self.spec.name, "epochs": self.settings.epochs, "batch_size": self.settings.batch_size,
+        """DESIGN.md's format: ``model_state`` under OpenPCDet's BEVFusion prefixes (backbone_3d.*,
+        image_backbone.*, and neck.* / vtransform.* / fuser.* where the method trains them), which
+        --pretrained_model loads as they are; ``meta["pretrained_modules"]`` names those prefixes so
+        that a downstream load can tell a miss from a module the method never trained."""
+        modules = pretrained_modules(self.module)
+        state = model_state(modules)
+        meta = {"method": self.spec.name, "pretrained_modules": sorted(modules),
+                "epochs": self.settings.epochs, "batch_size": self.settings.batch_size,
                 "steps_per_epoch": self.steps_per_epoch, "seed": self.settings.seed,
                 "world_size": self.dist.world,
                 "config_hash": config_hash({"model": self.cfg["model"], "pretrain": self.cfg.get("pretrain")}),
                 "method_hash": config_hash(self.spec.spec), "index_sha256": sha256_file(self.index_path),
                 "train_seconds": seconds, **provenance()}
-        ckpt = {"model_state": lidar, "image_backbone": {k: v.cpu() for k, v in self.module.image.state_dict().items()},
-                "meta": meta}
+        # the pre-image-half entry, still read by tests/test_pretraining.py; it holds the same tensor
+        # objects as model_state, so torch.save stores them once
+        legacy = {k[len("image_backbone."):]: v for k, v in state.items() if k.startswith("image_backbone.")}
+        ckpt = {"model_state": state, "image_backbone": legacy, "meta": meta}
         path = self.out_dir / "checkpoint.pth"
         with atomic_path(path) as tmp:
             torch.save(ckpt, tmp)
