@@ -7,7 +7,7 @@ xmbench/dag.py; this file holds rules only.
 """
 from pathlib import Path
 
-from xmbench import codehash, grid
+from xmbench import codehash, grid, splits
 from xmbench.config import dataset_root
 from xmbench.dag import (FINETUNE_LOG, PRETRAIN_LOG, conda_env, guard_executor, job_resources, plan_or_exit,
                          python, write_resolved_config)
@@ -50,6 +50,7 @@ wildcard_constraints:
     task="|".join(CFG["tasks"]),
     engine="|".join(sorted(set(PLAN.engines.values()))),
     frac="|".join(PLAN.fractions),
+    draw=grid.DRAW_WILDCARD,  # '' for draw 0, '-draw<k>' otherwise (split.draws)
     seed=r"\d+",
 
 
@@ -113,21 +114,25 @@ rule build_index:
 rule label_split:
     input:
         index=rules.build_index.output.index,
+        published=lambda wc: splits.source_files(CFG["split"], wc.dataset, PLAN.fractions[wc.frac],
+                                                 grid.draw_of_tag(wc.draw)),
     output:
-        f"{R}/{{dataset}}/splits/{{frac}}.txt",
+        f"{R}/{grid.SPLIT_FILE}",
     log:
-        f"{R}/logs/label_split/{{dataset}}_{{frac}}.log",
+        f"{R}/logs/label_split/{{dataset}}_{{frac}}{{draw}}.log",
     params:
         config=CONFIG_JSON,
         fraction=lambda wc: PLAN.fractions[wc.frac],
-        split=lambda wc: PLAN.params("label_split", wc),
+        draw=lambda wc: grid.draw_of_tag(wc.draw),
+        split=lambda wc: splits.rule_hash(CFG["split"], wc.dataset, PLAN.fractions[wc.frac],
+                                          grid.draw_of_tag(wc.draw)),
     conda:
         conda_env(PLAN, "label_split")
     benchmark:
-        f"{R}/benchmarks/label_split/{{dataset}}_{{frac}}.tsv"
+        f"{R}/benchmarks/label_split/{{dataset}}_{{frac}}{{draw}}.tsv"
     shell:
         f"{CLI} split --config {{params.config}} --index {{input.index}} --fraction {{params.fraction}} "
-        "--out {output} > {log} 2>&1"
+        "--draw {params.draw} --out {output} > {log} 2>&1"
 
 
 rule pretrain:
@@ -169,6 +174,7 @@ rule finetune:
     params:
         config=CONFIG_JSON,
         fraction=lambda wc: PLAN.fractions[wc.frac],
+        draw=lambda wc: grid.draw_of_tag(wc.draw),
         out_dir=lambda wc, output: Path(output.metrics).parent,
         pretrain_arg=lambda wc, input: f"--pretrain {input.pretrain}" if input.pretrain else "",
         recipe=lambda wc: PLAN.params("finetune", wc),
@@ -184,7 +190,7 @@ rule finetune:
     shell:
         f"{CLI} finetune --config {{params.config}} --dataset {{wildcards.dataset}} --task {{wildcards.task}} "
         "--engine {wildcards.engine} --method {wildcards.method} --fraction {params.fraction} "
-        "--seed {wildcards.seed} --index {input.index} --labels {input.labels} --split {input.split} "
+        "--draw {params.draw} --seed {wildcards.seed} --index {input.index} --labels {input.labels} --split {input.split} "
         "{params.pretrain_arg} --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -194,13 +200,14 @@ rule leaderboard:
         published="config/published_results.csv",
     output:
         board=report(f"{R}/leaderboard.csv", caption=f"{CAPTIONS}/leaderboard.rst", category="Leaderboard"),
-        csv=[f"{R}/leaderboard_{n}.csv" for n in TABLES] + [f"{R}/gains_{n}.csv" for n in TABLES],
+        csv=[f"{R}/{k}_{n}.csv" for k in ("leaderboard", "gains", "draws") for n in TABLES],
         md_tex=[f"{R}/leaderboard_{n}.{e}" for n in TABLES for e in ("md", "tex")],
         tables=[report(f"{R}/tables/leaderboard_{n}.html", caption=f"{CAPTIONS}/table.rst",
                        category="Tables", labels={"table": n}) for n in TABLES],
         plots=[report(f"{R}/plots/{k}_{n}.png", caption=f"{CAPTIONS}/{k}.rst", category="Plots",
                       subcategory=n, labels={"plot": k.replace("_", " ")}) for n in TABLES for k in PLOTS],
         report_md=f"{R}/report.md",
+        readme=f"{R}/README.md",
     log:
         f"{R}/logs/leaderboard.log",
     params:

@@ -24,19 +24,28 @@ def test_fraction_spellings_round_trip(fraction, tag, label):
 
 
 def test_cell_paths_parse_back_to_the_cell(tmp_path):
-    cell = grid.Cell("synthetic_nuscenes", "detection", "openpcdet", "clap", 0.025, 2)
+    cell = grid.Cell("synthetic_nuscenes", "detection", "openpcdet", "clap", 0.025, 0, 2)
     path = cell.metrics_path(tmp_path)
+    # draw 0 keeps the folders a one-draw grid always had
     assert path == tmp_path / "synthetic_nuscenes/detection/openpcdet/clap/2.5pct/seed2/metrics.json"
     assert grid.Cell.from_metrics_path(path) == cell
     assert cell.benchmark_path(tmp_path).stem == cell.benchmark_name
+    assert cell.split_path(tmp_path) == tmp_path / "synthetic_nuscenes/splits/2.5pct.txt"
+    drawn = grid.Cell("synthetic_nuscenes", "detection", "openpcdet", "clap", 0.025, 3, 2)
+    assert drawn.metrics_path(tmp_path) == tmp_path / "synthetic_nuscenes/detection/openpcdet/clap/2.5pct-draw3/seed2/metrics.json"
+    assert grid.Cell.from_metrics_path(drawn.metrics_path(tmp_path)) == drawn
+    assert drawn.split_path(tmp_path).name == "2.5pct-draw3.txt" and drawn.benchmark_name != cell.benchmark_name
     assert grid.Cell.from_metrics_path(tmp_path / "a/b/metrics.json") is None
     assert grid.Cell.from_metrics_path(tmp_path / "d/t/e/m/notatag/seed0/metrics.json") is None
+    assert grid.Cell.from_metrics_path(tmp_path / "d/t/e/m/1pct-draw0/seed0/metrics.json") is None  # draw 0 is ''
+    assert grid.parse_split_tag("0.5pct-draw12") == (0.005, 12) and grid.split_tag(0.005, 12) == "0.5pct-draw12"
 
 
 def test_engines_from_config_reach_every_cell_and_the_expected_grid(test_config, tmp_path):
     cfg = _cfg(test_config, engines={"detection": "openpcdet"})
     cells = grid.cells(cfg)
-    n = len(cfg["datasets"]) * len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["fractions"]) * len(cfg["seeds"])
+    n = (len(cfg["datasets"]) * len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["fractions"])
+         * len(cfg["split"]["draws"]) * len(cfg["seeds"]))
     assert len(cells) == n == len(set(cells))
     assert {c.engine for c in cells if c.task == "detection"} == {"openpcdet"}
     assert {c.engine for c in cells if c.task == "segmentation"} == {"native"}
@@ -92,3 +101,8 @@ def test_paper_protocol_plans_every_detection_task(tmp_path):
         fracs = {p[4] for p in planned if p[1] == task}
         assert {"0.5pct", "1pct", "2.5pct", "5pct"} <= fracs
         assert {p[3] for p in planned if p[1] == task} == set(cfg["methods"])
+    # 3 draws x 3 seeds at the small fractions, one draw above
+    for frac, draws in (("1pct", 3), ("5pct", 3), ("10pct", 1), ("100pct", 1)):
+        runs = {p[4:] for p in planned if p[1] == "segmentation" and p[3] == "scratch"
+                and grid.parse_split_tag(p[4])[0] == grid.fraction_of_tag(frac)}
+        assert len(runs) == draws * 3, (frac, sorted(runs))

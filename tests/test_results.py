@@ -310,7 +310,10 @@ def test_linear_probe_trains_only_the_head_and_gets_its_own_leaderboard(tiny_ind
     ckpt = tmp_path / "pre" / "checkpoint.pth"
     ckpt.parent.mkdir()
     torch.save({"model_state": {f"backbone_3d.{k}": v for k, v in enc.state_dict().items()}}, ckpt)
-    (tmp_path / "pre" / "pretrain.json").write_text(json.dumps({"status": "ok", "checkpoint": str(ckpt)}))
+    from xmbench.atomic import sha256_file
+
+    (tmp_path / "pre" / "pretrain.json").write_text(json.dumps({"status": "ok", "checkpoint": str(ckpt),
+                                                                "checkpoint_sha256": sha256_file(ckpt)}))
     out = tmp_path / "results" / "synthetic_nuscenes" / "linear_probe" / "native" / "crosspoint" / "50pct" / "seed0"
     rec = run_finetune(task, None, test_config, "synthetic_nuscenes", "crosspoint", 0.5, 0, tiny_index["index"],
                        tiny_index["labels"], split, tmp_path / "pre" / "pretrain.json", out)

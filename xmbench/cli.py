@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -65,11 +66,18 @@ def cmd_index(a) -> None:
 
 def cmd_split(a) -> None:
     from .data.frames import load_json
-    from .splits import select, write_split
+    from .splits import labelled_subset, tune_tokens, write_split
 
     cfg = _cfg(a.config)
-    tokens = select(load_json(a.index)["frames"], a.fraction, cfg["split"]["seed"], cfg["split"]["level"])
-    write_split(a.out, tokens)
+    index = load_json(a.index)
+    if a.tune:
+        tokens = tune_tokens(index["frames"], cfg["split"])
+    else:
+        if a.fraction is None:
+            raise BenchError("split: --fraction is required (or --tune for the tune split)")
+        tokens = labelled_subset(index["frames"], cfg["split"], index.get("dataset", ""), a.fraction, a.draw)
+    digest = write_split(a.out, tokens)
+    print(f"{a.out}: {len(tokens)} frames, sha256 {digest}")
 
 
 def _relaunch_per_gpu(device: str) -> None:
@@ -90,7 +98,7 @@ def cmd_pretrain(a) -> None:
     import torch
 
     _relaunch_per_gpu(a.device)
-    from .atomic import sha256_file, write_json
+    from .atomic import sha256_file, write_json, write_text
     from .methods import load_method
     from .pretraining.loop import Pretrainer
 
@@ -103,11 +111,15 @@ def cmd_pretrain(a) -> None:
               "provenance": provenance()}
     try:
         ckpt = Pretrainer(spec, cfg, Path(a.index), Path(a.out_dir), device=_device(a.device)).run()
-        record.update(checkpoint=str(ckpt.resolve()), checkpoint_sha256=sha256_file(ckpt))
+        # relative to the record, so a copied results folder finetunes from its own checkpoint
+        record.update(checkpoint=os.path.relpath(Path(ckpt).resolve(), Path(a.record).resolve().parent),
+                      checkpoint_sha256=sha256_file(ckpt))
     except Exception as exc:  # recorded so every finetuning cell of this method reports why it failed
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
-        Path(a.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(a.out_dir) / "traceback.txt").write_text(traceback.format_exc())
+        try:  # on a full disk the traceback may not fit; the record's one line must still be written
+            write_text(Path(a.out_dir) / "traceback.txt", traceback.format_exc())
+        except OSError as err:
+            record["reason"] += f" (traceback not written: {err.strerror or err})"
         print(f"pretraining {a.method} failed: {record['reason']}", file=sys.stderr)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the job
         write_json(a.record, record)
@@ -121,6 +133,12 @@ def cmd_finetune(a) -> None:
     rec = run_finetune(load_task(a.task), a.engine, cfg, a.dataset, a.method, a.fraction, a.seed,
                        Path(a.index), Path(a.labels), Path(a.split), Path(a.pretrain) if a.pretrain else None,
                        Path(a.out_dir), device=_device(a.device))
+    if rec.get("draw") != a.draw:  # the record names its whole cell (xmbench.grid.FIELDS), draw included
+        from .atomic import write_json
+
+        rec = {k2: v2 for k, v in rec.items() if k != "draw"
+               for k2, v2 in (((k, v), ("draw", a.draw)) if k == "fraction" else ((k, v),))}
+        write_json(Path(a.out_dir) / "metrics.json", rec)
     if rec["status"] != "ok":
         print(f"finetuning failed: {rec['reason']}", file=sys.stderr)
 
@@ -163,6 +181,23 @@ def cmd_new_method(a) -> None:
     print(f"created {folder}/method.yaml and method.py (class {cls}); add '{a.name}' to config.methods")
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to end this job when its parent dies (a killed Snakemake, or its job step).
+
+    Without it, killing Snakemake left its running job training on as an orphan beside the rerun.
+    The rules `exec` the CLI, so the parent is Snakemake itself, not a shell that would outlive it.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="xmbench")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -175,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("split")
     for opt in ("--config", "--index", "--out"):
         s.add_argument(opt, required=True)
-    s.add_argument("--fraction", type=float, required=True)
+    s.add_argument("--fraction", type=float, default=None)
+    s.add_argument("--draw", type=int, default=0, help="which draw of the fraction (split.draws)")
+    s.add_argument("--tune", action="store_true", help="write the tune split (split.tune) instead")
     s.set_defaults(fn=cmd_split)
     s = sub.add_parser("pretrain")
     for opt in ("--config", "--dataset", "--method", "--index", "--out-dir", "--record"):
@@ -187,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument(opt, required=True)
     s.add_argument("--fraction", type=float, required=True)
     s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--draw", type=int, default=0, help="the cell's draw of the labelled subset (split.draws)")
     s.add_argument("--pretrain", default=None)
     s.add_argument("--engine", default=None)
     s.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU")
@@ -206,10 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--published", default=None)
     s.set_defaults(fn=cmd_leaderboard)
     args = p.parse_args(argv)
+    _die_with_parent()
     try:
         args.fn(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a read-only folder: the file and the fix, not a traceback
+        where = exc.filename or "an output file"
+        fix = "free space on that filesystem" if exc.errno == errno.ENOSPC else "check the path and its permissions"
+        print(f"error: {where}: {exc.strerror or exc}; {fix} and re-run", file=sys.stderr)
         return 1
     return 0
 

@@ -1,25 +1,32 @@
 """The run grid: one owner for which cells a config asks for and where each cell's files live.
 
-A cell is (dataset, task, engine, method, fraction, seed). The Snakefile plans it, the finetune
+A cell is (dataset, task, engine, method, fraction, draw, seed). The Snakefile plans it, the finetune
 entry point runs it and the leaderboard expects it; all three go through this module, so a cell's
 engine, its folder and its fraction's spelling cannot disagree between them (they did once: the
 leaderboard assumed each task's default engine and marked every `openpcdet` cell missing).
 
 A fraction has three spellings and no others: the float (0.005), the path tag ("0.5pct") and the
-label a table shows ("0.5%").
+label a table shows ("0.5%"). A draw (one labelled subset of a fraction; `split.draws`) is spelled
+"" in paths for draw 0 and "-draw<k>" otherwise, so a config with one draw per fraction keeps the
+folders it had before draws existed (`1pct/seed0`), and draw 2 of 1 % is `1pct-draw2/seed0`.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import BenchError
 
-# <results>/<dataset>/<task>/<engine>/<method>/<tag>/seed<k>/metrics.json, as Snakemake wildcards
-CELL_DIR = "{dataset}/{task}/{engine}/{method}/{frac}/seed{seed}"
+# <results>/<dataset>/<task>/<engine>/<method>/<tag><draw>/seed<k>/metrics.json, as Snakemake wildcards
+CELL_DIR = "{dataset}/{task}/{engine}/{method}/{frac}{draw}/seed{seed}"
 METRICS = CELL_DIR + "/metrics.json"
-BENCHMARK = "benchmarks/finetune/{dataset}_{task}_{engine}_{method}_{frac}_seed{seed}.tsv"
-FIELDS = ("dataset", "task", "engine", "method", "fraction", "seed")
+BENCHMARK = "benchmarks/finetune/{dataset}_{task}_{engine}_{method}_{frac}{draw}_seed{seed}.tsv"
+SPLIT_FILE = "{dataset}/splits/{frac}{draw}.txt"   # one labelled subset: the label_split rule's output
+TUNE_FILE = "{dataset}/splits/tune.txt"            # train scenes held out for tuning (split.tune)
+FIELDS = ("dataset", "task", "engine", "method", "fraction", "draw", "seed")
+DRAW_WILDCARD = "(-draw[1-9][0-9]*)?"   # the {draw} wildcard's values: empty for draw 0
+_DRAW_TAG = re.compile(r"-draw([1-9][0-9]*)")
 
 
 def fraction_tag(fraction: float) -> str:
@@ -39,6 +46,61 @@ def fraction_label(fraction: float) -> str:
     return f"{round(float(fraction) * 100, 6):g}%"
 
 
+def draw_tag(draw: int) -> str:
+    """A draw's spelling in paths: '' for draw 0 (the folders of a one-draw grid stay as they were)."""
+    draw = int(draw)
+    if draw < 0:
+        raise ValueError(f"a draw is a non-negative integer, got {draw}")
+    return "" if draw == 0 else f"-draw{draw}"
+
+
+def draw_of_tag(tag: str) -> int:
+    """The inverse of :func:`draw_tag`; anything else raises."""
+    if tag == "":
+        return 0
+    m = _DRAW_TAG.fullmatch(tag)
+    if not m:
+        raise ValueError(f"'{tag}' is not a draw tag (e.g. '-draw1', or '' for draw 0)")
+    return int(m.group(1))
+
+
+def split_tag(fraction: float, draw: int = 0) -> str:
+    """A labelled subset's name in paths: '1pct' (draw 0), '1pct-draw2'."""
+    return fraction_tag(fraction) + draw_tag(draw)
+
+
+def parse_split_tag(tag: str) -> tuple[float, int]:
+    """'1pct-draw2' -> (0.01, 2); '1pct' -> (0.01, 0)."""
+    frac, sep, rest = tag.partition("-")
+    return fraction_of_tag(frac), draw_of_tag(sep + rest)
+
+
+def draws_at(cfg: dict, fraction: float) -> list[int]:
+    """The draws `split.draws` asks for at a fraction: a list for every fraction, or a mapping of
+    fraction tags (e.g. `1pct`) to lists with `default` for the others; [0] when absent."""
+    spec = (cfg.get("split") or {}).get("draws", [0])
+    if isinstance(spec, dict):
+        spec = spec.get(fraction_tag(fraction), spec.get("default", [0]))
+    return [int(d) for d in spec]
+
+
+def check_draws(cfg: dict, source: str = "config") -> None:
+    """A per-fraction `split.draws` key must name a fraction of the config (else it would be ignored),
+    and 100 % has one subset only: more draws there would re-run the same labels under new names."""
+    spec = (cfg.get("split") or {}).get("draws", [0])
+    if isinstance(spec, dict):
+        tags = {fraction_tag(f) for f in cfg["fractions"]}
+        for key in spec:
+            if key != "default" and key not in tags:
+                raise BenchError(f"{source}: field 'split.draws.{key}': not a fraction of this config "
+                                 f"(use one of {', '.join(sorted(tags))}, or 'default')")
+    for f in cfg["fractions"]:
+        if float(f) >= 1 and draws_at(cfg, f) != [0]:
+            raise BenchError(f"{source}: field 'split.draws': 100pct has one labelled subset (every training "
+                             f"frame), so draws {draws_at(cfg, f)} would repeat it; give "
+                             "{default: [...], 100pct: [0]} or leave 100 % out")
+
+
 @dataclass(frozen=True, order=True)
 class Cell:
     dataset: str
@@ -46,15 +108,25 @@ class Cell:
     engine: str
     method: str
     fraction: float
+    draw: int
     seed: int
 
     @property
     def tag(self) -> str:
+        """The fraction's path tag ('1pct'), without the draw."""
         return fraction_tag(self.fraction)
+
+    @property
+    def split_tag(self) -> str:
+        """The labelled subset's path tag: fraction and draw ('1pct', '1pct-draw2')."""
+        return split_tag(self.fraction, self.draw)
 
     def _fill(self, pattern: str) -> str:
         return pattern.format(dataset=self.dataset, task=self.task, engine=self.engine, method=self.method,
-                              frac=self.tag, seed=self.seed)
+                              frac=self.tag, draw=draw_tag(self.draw), seed=self.seed)
+
+    def split_path(self, results_dir: str | Path) -> Path:
+        return Path(results_dir) / self._fill(SPLIT_FILE)
 
     def out_dir(self, results_dir: str | Path) -> Path:
         return Path(results_dir) / self._fill(CELL_DIR)
@@ -81,14 +153,15 @@ class Cell:
             return None
         d, t, e, m, tag, seed = parts[-7:-1]
         try:
-            return cls(d, t, e, m, fraction_of_tag(tag), int(seed.removeprefix("seed")))
+            fraction, draw = parse_split_tag(tag)
+            return cls(d, t, e, m, fraction, draw, int(seed.removeprefix("seed")))
         except ValueError:
             return None
 
 
 def metrics_glob() -> str:
     """Every cell's metrics.json under a results folder, for a folder read without its config."""
-    return METRICS.format(dataset="*", task="*", engine="*", method="*", frac="*", seed="*")
+    return METRICS.format(dataset="*", task="*", engine="*", method="*", frac="*", draw="", seed="*")
 
 
 def engine_of(cfg: dict, task: str, spec: dict | None = None) -> str:
@@ -112,10 +185,16 @@ def task_engines(cfg: dict, specs: dict[str, dict] | None = None) -> dict[str, s
 
 def cells(cfg: dict, specs: dict[str, dict] | None = None) -> list[Cell]:
     """Every cell the config asks for, in a fixed order: the only enumeration of the grid."""
+    check_draws(cfg)
     engines = task_engines(cfg, specs)
-    return [Cell(d, t, engines[t], m, float(f), int(s))
+    return [Cell(d, t, engines[t], m, float(f), int(k), int(s))
             for d in cfg["datasets"] for t in cfg["tasks"] for m in cfg["methods"]
-            for f in cfg["fractions"] for s in cfg["seeds"]]
+            for f in cfg["fractions"] for k in draws_at(cfg, f) for s in cfg["seeds"]]
+
+
+def splits(cfg: dict) -> list[tuple[str, float, int]]:
+    """Every labelled subset the grid needs: (dataset, fraction, draw), each once."""
+    return [(d, float(f), int(k)) for d in cfg["datasets"] for f in cfg["fractions"] for k in draws_at(cfg, f)]
 
 
 def table_names(cfg: dict) -> list[str]:

@@ -8,10 +8,13 @@ reason from their metrics.json), and cells the config expects but that have no m
   Snakemake's benchmark TSV where the engine did not measure it, the pretraining job's cost.
 - per (dataset, task, engine), named ``<dataset>_<task>`` (``<dataset>_<task>_<engine>`` when a
   task has several engines): ``leaderboard_<name>.csv|.md|.tex`` (method x fraction, mean ± std
-  and n over seeds, ranks with ties; see xmbench/stats.py), ``gains_<name>.csv`` (gain over
-  scratch paired by fraction, seed and split, 95% t-interval, Holm-corrected p),
+  and n over draws and seeds, the spread split into seed and draw parts, ranks with ties; see
+  xmbench/stats.py), ``gains_<name>.csv`` (gain over scratch paired by fraction, draw, seed and split,
+  95% t-interval, Holm-corrected p), ``draws_<name>.csv`` (one row per method, fraction and draw:
+  the value over seeds and the gain over scratch on that draw),
   ``tables/leaderboard_<name>.html`` and ``plots/{label_efficiency,gains,per_class,gain_vs_cost}_<name>.png``.
 - ``report.md``: the tables and plots for a code-hosting site; published numbers beside ours.
+- ``README.md``: what every file and column above means (xmbench/report.py ``results_readme``).
 
 Entry points: ``build_results(metric_paths, out_dir, expected=..., config=...)`` and
 ``python -m xmbench.results --out-dir results --config results/config.resolved.json [--metrics ...]``.
@@ -36,7 +39,7 @@ from .atomic import atomic_path, write_text
 from .errors import BenchError
 from .grid import Cell, cells, fraction_label, metrics_glob
 
-ID = ["dataset", "task", "engine", "method", "fraction", "seed"]
+ID = ["dataset", "task", "engine", "method", "fraction", "draw", "seed"]
 GROUP = ["dataset", "task", "engine"]
 STATUSES = ("ok", "failed", "missing")
 BASELINE = "scratch"
@@ -52,6 +55,7 @@ def _frac_key(f) -> float:
 def _key(rec: dict) -> tuple:
     return (rec.get("dataset"), rec.get("task"), rec.get("engine"), rec.get("method"),
             _frac_key(rec["fraction"]) if rec.get("fraction") is not None else None,
+            int(rec.get("draw") or 0),
             int(rec["seed"]) if rec.get("seed") is not None else None)
 
 
@@ -310,6 +314,8 @@ def load_runs(paths, expected: list[dict] | None = None, out_dir: str | Path | N
     exp_by_path = {str(e["path"]): e for e in expected if e.get("path")}
     columns, failures = read_columns(paths)
     if columns:
+        # a record written before draws existed is of draw 0, the only subset there was
+        columns["draw"] = [0 if d is None else d for d in columns["draw"]]
         _trust_folders(columns)
     extra_rows = []
     for path, err in failures:
@@ -322,14 +328,14 @@ def load_runs(paths, expected: list[dict] | None = None, out_dir: str | Path | N
                                "reason": f"{path}: {err or 'not a JSON object'}; delete the folder to re-run"})
     seen: set = set()
     if expected:
-        seen = {(d, t, e, m, _frac_key(f) if f is not None else None, int(s) if s is not None else None)
-                for d, t, e, m, f, s in zip(*(columns[k] for k in ID))} if columns else set()
+        seen = {(d, t, e, m, _frac_key(f) if f is not None else None, int(k or 0), int(s) if s is not None else None)
+                for d, t, e, m, f, k, s in zip(*(columns[k] for k in ID))} if columns else set()
         seen |= {_key(r) for r in extra_rows if all(r.get(k) is not None for k in ID)}
     for e in expected:
         if _key(e) not in seen:
             seen.add(_key(e))
             p = e.get("path") or "<expected cell>"
-            extra_rows.append({**{k: e[k] for k in ID}, "status": "missing", "path": p,
+            extra_rows.append({**{k: e.get(k) for k in ID}, "status": "missing", "path": p,
                                "reason": f"no metrics.json at {p} (the job did not run, or died before writing it)"})
     df = _frame(columns) if columns else pd.DataFrame()
     if extra_rows:
@@ -341,6 +347,7 @@ def load_runs(paths, expected: list[dict] | None = None, out_dir: str | Path | N
             df[c] = None
     df["primary_value"] = pd.to_numeric(df["primary_value"], errors="coerce")
     df.loc[df["status"] != "ok", "primary_value"] = np.nan
+    df["draw"] = pd.to_numeric(df["draw"], errors="coerce").fillna(0).astype(int)
     for c in ("cost.wall_seconds", "cost.peak_memory_mb", "cost.gpu_hours"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["cost.source"] = np.where(df["cost.wall_seconds"].notna(), "engine", None)
@@ -376,8 +383,8 @@ def _add_benchmark_costs(df: pd.DataFrame, out_dir: Path) -> None:
     tsvs = finetune_benchmarks(out_dir)
     if tsvs:
         bs, brss = [], []
-        for d, t, e, m, f, s in zip(*(df[c] for c in ID)):
-            name = (Cell(d, t, e, m, f, s).benchmark_name if f is not None and f == f
+        for d, t, e, m, f, k, s in zip(*(df[c] for c in ID)):
+            name = (Cell(d, t, e, m, f, int(k or 0), s).benchmark_name if f is not None and f == f
                     else f"{d}_{t}_{e}_{m}_{f}_seed{s}")
             b = _read_tsv_row(tsvs[name]) if name in tsvs else {}
             bs.append(b.get("s", math.nan))
@@ -412,28 +419,42 @@ def method_order(methods, preferred=None) -> list[str]:
     return order
 
 
+def _cell_groups(part: pd.DataFrame) -> dict[tuple, dict[int, list[float]]]:
+    """(fraction, method) -> draw -> the ok runs' primary values."""
+    ok = part[part["status"] == "ok"]
+    out: dict = {}
+    for f, m, k, v in zip(ok["fraction"], ok["method"], ok["draw"], ok["primary_value"]):
+        if v == v:
+            out.setdefault((float(f), m), {}).setdefault(int(k), []).append(float(v))
+    return out
+
+
+LONG_COLUMNS = ["method", "fraction", "mean", "std", "n", "n_draws", "sd_seed", "sd_draw", "ci95_low", "ci95_high",
+                "n_failed", "n_missing", "rank", "best", "rank_tested"]
+
+
 def summary_long(part: pd.DataFrame, methods=None) -> pd.DataFrame:
-    """(method, fraction) -> mean, std, n, 95% CI, failed/missing counts, rank with ties."""
+    """(method, fraction) -> mean, std, n, the seed and draw parts of the spread, 95% CI, failed/missing
+    counts, rank with ties (xmbench/stats.py: with several draws the draws' means are the replicates)."""
     methods = method_order(part["method"], methods)
     fractions = sorted({float(f) for f in part["fraction"].dropna()})
     rows = []
-    ok = part[part["status"] == "ok"]
-    values = {k: v.tolist() for k, v in ok.groupby(["fraction", "method"])["primary_value"]}
+    groups = _cell_groups(part)
     counts = part.groupby(["fraction", "method", "status"]).size().to_dict()
     for f in fractions:
-        samples = {m: values.get((f, m), []) for m in methods}
-        ranks = stats.rank_methods({m: v for m, v in samples.items() if v})
+        cells = {m: groups.get((f, m), {}) for m in methods}
+        ranks = stats.rank_methods({m: stats.replicates(g) for m, g in cells.items() if g})
         for m in methods:
-            s = stats.summarize(samples[m])
+            s = stats.decompose(cells[m])
             r = ranks.get(m, {})
-            rows.append({"method": m, "fraction": f, "mean": s.mean, "std": s.std, "n": s.n,
+            rows.append({"method": m, "fraction": f, "mean": s.mean, "std": s.sd_total, "n": s.n,
+                         "n_draws": s.n_draws, "sd_seed": s.sd_seed, "sd_draw": s.sd_draw,
                          "ci95_low": s.ci_low, "ci95_high": s.ci_high,
                          "n_failed": int(counts.get((f, m, "failed"), 0)),
                          "n_missing": int(counts.get((f, m, "missing"), 0)),
                          "rank": r.get("rank"), "best": bool(r.get("best", False)),
                          "rank_tested": r.get("tested")})
-    return pd.DataFrame(rows, columns=["method", "fraction", "mean", "std", "n", "ci95_low", "ci95_high",
-                                       "n_failed", "n_missing", "rank", "best", "rank_tested"])
+    return pd.DataFrame(rows, columns=LONG_COLUMNS)
 
 
 def cell_text(mean, std, n, n_failed=0, n_missing=0, digits=2) -> str:
@@ -450,7 +471,7 @@ def summary_table(part: pd.DataFrame, methods=None, long: pd.DataFrame | None = 
     order = method_order(long["method"], methods)
     index = {(m, f): i for i, (m, f) in enumerate(zip(long["method"], long["fraction"]))}
     col = {c: long[c].to_numpy() for c in ("mean", "std", "n", "ci95_low", "ci95_high", "rank", "n_failed",
-                                            "n_missing")}
+                                            "n_missing", "n_draws", "sd_seed", "sd_draw")}
     out: dict = {"method": order}
     for f in sorted(long["fraction"].unique()):
         rows = [index[(m, f)] for m in order]  # summary_long has a row for every (method, fraction)
@@ -459,9 +480,9 @@ def summary_table(part: pd.DataFrame, methods=None, long: pd.DataFrame | None = 
         out[lab] = [cell_text(*args) for args in zip(take["mean"], take["std"], take["n"], take["n_failed"],
                                                      take["n_missing"])]
         out[f"n@{lab}"] = pd.Series(take["n"]).fillna(0).astype(int).to_numpy()
-        for c in ("mean", "std", "ci95_low", "ci95_high", "rank"):
+        for c in ("mean", "std", "sd_seed", "sd_draw", "ci95_low", "ci95_high", "rank"):
             out[f"{c}@{lab}"] = take[c]
-        for c in ("n_failed", "n_missing"):
+        for c in ("n_draws", "n_failed", "n_missing"):
             out[f"{c}@{lab}"] = pd.Series(take[c]).fillna(0).astype(int).to_numpy()
     return pd.DataFrame(out)
 
@@ -470,61 +491,119 @@ def _mean(values: list) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def gains_table(part: pd.DataFrame, baseline: str = BASELINE) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Gain over the baseline, paired on (fraction, seed, split sha256); Holm over the family.
-
-    Returns (table, pairs): the table per (method, fraction) and the paired differences behind it.
-    Plain Python over the columns: pandas' merge and groupby cost more than the arithmetic here.
-    """
-    cols = ["method", "fraction", "n_pairs", "mean_gain", "std_gain", "ci95_low", "ci95_high", "p_value",
-            "p_holm", "significant_holm", "baseline_mean", "method_mean", "relative_gain_pct",
-            "unpaired_runs", "note"]
+def _paired(part: pd.DataFrame, baseline: str) -> list[tuple]:
+    """(method, fraction, draw, seed, split, value, baseline value, gain) of every ok run that has a
+    baseline run on the same fraction, draw, seed and split sha256 (value NaN where it has none)."""
     n = len(part)
     splits = part["provenance.split_sha256"].tolist() if "provenance.split_sha256" in part else [None] * n
-    rows_in = [(m, f, s, "" if sp is None or sp != sp else sp, v)
-               for st, m, f, s, sp, v in zip(part["status"], part["method"], part["fraction"], part["seed"], splits,
-                                             part["primary_value"]) if st == "ok"]
+    rows_in = [(m, float(f), int(k), s, "" if sp is None or sp != sp else sp, v)
+               for st, m, f, k, s, sp, v in zip(part["status"], part["method"], part["fraction"], part["draw"],
+                                                part["seed"], splits, part["primary_value"]) if st == "ok"]
     base: dict = {}
-    for m, f, s, sp, v in rows_in:
+    for m, f, k, s, sp, v in rows_in:
         if m == baseline:
-            base.setdefault((f, s, sp), v)
+            base.setdefault((f, k, s, sp), v)
+    out = []
+    for m, f, k, s, sp, v in rows_in:
+        if m != baseline:
+            b = base.get((f, k, s, sp), math.nan)
+            b = math.nan if b is None else b
+            out.append((m, f, k, s, sp, v, b, v - b))
+    return out
+
+
+GAIN_COLUMNS = ["method", "fraction", "n_pairs", "n_draws", "mean_gain", "std_gain", "sd_gain_seed", "sd_gain_draw",
+                "ci95_low", "ci95_high", "p_value", "p_holm", "significant_holm", "baseline_mean", "method_mean",
+                "relative_gain_pct", "unpaired_runs", "note"]
+
+
+def gains_table(part: pd.DataFrame, baseline: str = BASELINE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Gain over the baseline, paired on (fraction, draw, seed, split sha256); Holm over the family.
+
+    With several draws the interval and the paired test run over the draws' mean gains (stats.py);
+    sd_gain_seed and sd_gain_draw split the gain's spread like the values'. Returns (table, pairs):
+    the table per (method, fraction) and the paired differences behind it. Plain Python over the
+    columns: pandas' merge and groupby cost more than the arithmetic here.
+    """
     groups: dict = {}
     pair_rows = []
-    for m, f, s, sp, v in rows_in:
-        if m == baseline:
-            continue
-        b = base.get((f, s, sp), math.nan)
-        b = math.nan if b is None else b
-        groups.setdefault((m, f), []).append((v, b))
+    for m, f, k, s, sp, v, b, gain in _paired(part, baseline):
+        groups.setdefault((m, f), []).append((k, v, b))
         if b == b:
-            pair_rows.append((m, f, s, sp, v, b, v - b))
+            pair_rows.append((m, f, k, s, sp, v, b, gain))
     rows = []
     for (m, f) in sorted(groups):
         g = groups[(m, f)]
-        paired = [(v, b) for v, b in g if b == b]
-        d = np.array([v - b for v, b in paired], dtype=float)
-        s = stats.summarize(d)
-        base_mean = _mean([b for _, b in paired])
+        paired = [(k, v, b) for k, v, b in g if b == b]
+        by_draw: dict = {}
+        for k, v, b in paired:
+            by_draw.setdefault(k, []).append(v - b)
+        spread = stats.decompose(by_draw)
+        reps = stats.replicates(by_draw) if by_draw else []
+        base_mean = _mean([b for _, _, b in paired])
         note = []
-        if s.n == 1:
+        if spread.n == 1:
             note.append("n=1: no CI or p-value")
-        if s.n == 0:
-            note.append(f"no {baseline} run with the same seed and split")
+        if spread.n_draws >= 2:
+            note.append(f"CI and p over the {spread.n_draws} draws' mean gains")
+        if spread.n == 0:
+            note.append(f"no {baseline} run with the same draw, seed and split")
         unpaired = len(g) - len(paired)
         if unpaired:
-            note.append(f"{unpaired} run(s) without a {baseline} partner (seed/split)")
-        rows.append({"method": m, "fraction": float(f), "n_pairs": s.n, "mean_gain": s.mean, "std_gain": s.std,
-                     "ci95_low": s.ci_low, "ci95_high": s.ci_high, "p_value": stats.paired_p(d),
-                     "baseline_mean": base_mean, "method_mean": _mean([v for v, _ in paired]),
-                     "relative_gain_pct": 100 * s.mean / base_mean if base_mean and not math.isnan(base_mean)
+            note.append(f"{unpaired} run(s) without a {baseline} partner (draw/seed/split)")
+        rows.append({"method": m, "fraction": float(f), "n_pairs": spread.n, "n_draws": spread.n_draws,
+                     "mean_gain": spread.mean, "std_gain": spread.sd_total, "sd_gain_seed": spread.sd_seed,
+                     "sd_gain_draw": spread.sd_draw, "ci95_low": spread.ci_low, "ci95_high": spread.ci_high,
+                     "p_value": stats.paired_p(reps), "baseline_mean": base_mean,
+                     "method_mean": _mean([v for _, v, _ in paired]),
+                     "relative_gain_pct": 100 * spread.mean / base_mean if base_mean and not math.isnan(base_mean)
                      else math.nan, "unpaired_runs": unpaired, "note": "; ".join(note)})
-    table = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "significant_holm")])
+    table = pd.DataFrame(rows, columns=[c for c in GAIN_COLUMNS if c not in ("p_holm", "significant_holm")])
     table["p_holm"] = stats.holm(table["p_value"].tolist()) if len(table) else []
     table["significant_holm"] = pd.Series([None if math.isnan(p) else bool(p < stats.ALPHA)
                                            for p in table["p_holm"]], index=table.index, dtype=object)
-    pairs = pd.DataFrame(pair_rows, columns=["method", "fraction", "seed", "_split", "primary_value", "baseline",
-                                             "gain"])
-    return table[cols], pairs
+    pairs = pd.DataFrame(pair_rows, columns=["method", "fraction", "draw", "seed", "_split", "primary_value",
+                                             "baseline", "gain"])
+    return table[GAIN_COLUMNS], pairs
+
+
+DRAW_COLUMNS = ["method", "fraction", "draw", "split_sha256", "n", "mean", "std", "ci95_low", "ci95_high",
+                "n_pairs", "mean_gain", "std_gain", "gain_ci95_low", "gain_ci95_high", "p_value"]
+
+
+def draws_table(part: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """One row per (method, fraction, draw): the value over seeds on that labelled subset, and the gain
+    over the baseline paired by seed on it (p: paired t-test over seeds, no multiplicity correction:
+    these rows show where the pooled numbers of the leaderboard and gains tables come from)."""
+    ok = part[part["status"] == "ok"]
+    sha = ok["provenance.split_sha256"] if "provenance.split_sha256" in ok else pd.Series([None] * len(ok),
+                                                                                          index=ok.index)
+    values: dict = {}
+    shas: dict = {}
+    for m, f, k, v, sp in zip(ok["method"], ok["fraction"], ok["draw"], ok["primary_value"], sha):
+        key = (m, float(f), int(k))
+        if v == v:
+            values.setdefault(key, []).append(float(v))
+        if isinstance(sp, str) and sp:
+            shas.setdefault(key, set()).add(sp)
+    gains: dict = {}
+    for m, f, k, s, sp, v, b, gain in _paired(part, baseline):
+        if b == b:
+            gains.setdefault((m, f, k), []).append(gain)
+    order = {m: i for i, m in enumerate(method_order(part["method"]))}
+    rows = []
+    for key in sorted(values.keys() | gains.keys(), key=lambda t: (t[1], order.get(t[0], 0), t[2])):
+        m, f, k = key
+        s = stats.summarize(values.get(key, []))
+        g = stats.summarize(gains.get(key, []))
+        rows.append({"method": m, "fraction": f, "draw": k, "split_sha256": ";".join(sorted(shas.get(key, ()))),
+                     "n": s.n, "mean": s.mean, "std": s.std, "ci95_low": s.ci_low, "ci95_high": s.ci_high,
+                     "n_pairs": g.n if m != baseline else 0, "mean_gain": g.mean if m != baseline else math.nan,
+                     "std_gain": g.std if m != baseline else math.nan,
+                     "gain_ci95_low": g.ci_low if m != baseline else math.nan,
+                     "gain_ci95_high": g.ci_high if m != baseline else math.nan,
+                     "p_value": stats.paired_p(gains.get(key, [])) if m != baseline else math.nan})
+    return pd.DataFrame(rows, columns=DRAW_COLUMNS)
 
 
 def group_names(df: pd.DataFrame) -> dict[tuple, str]:
@@ -672,14 +751,27 @@ def _build_results(metric_paths, out_dir, expected, config, published, plots, re
     df = load_runs(metric_paths, expected, out_dir)
     wait_board = _write_csv_in_child(df, out_dir / "leaderboard.csv")
     try:
-        _write_tables(df, out_dir, config, published, plots, report)
+        names = _write_tables(df, out_dir, config, published, plots, report)
+        if report:
+            from .report import results_readme
+
+            write_text(out_dir / "README.md", results_readme(df, names, config, plots))
     finally:
         wait_board()
     return df
 
 
-def _write_tables(df: pd.DataFrame, out_dir: Path, config, published, plots, report) -> None:
-    """Per (dataset, task, engine): tables, gains, plots; then report.md."""
+def protocol_text(config: dict | None, dataset: str) -> str:
+    """Which protocol made a dataset's labelled subsets, for the report and README."""
+    if not config or "split" not in config:
+        return "not known (the leaderboard was built without the run's config)"
+    from .splits import describe
+
+    return describe(config["split"], dataset)
+
+
+def _write_tables(df: pd.DataFrame, out_dir: Path, config, published, plots, report) -> list[str]:
+    """Per (dataset, task, engine): tables, gains, draws, plots; then report.md. Returns the table names."""
     from . import report as rep
 
     methods_pref = list(config["methods"]) if config else None
@@ -694,14 +786,16 @@ def _write_tables(df: pd.DataFrame, out_dir: Path, config, published, plots, rep
         long = summary_long(part, methods_pref)
         wide = summary_table(part, methods_pref, long)
         gains, pairs = gains_table(part)
+        draws = draws_table(part)
         metric = part["primary_metric"].dropna()
         unit = part["primary_unit"].dropna() if "primary_unit" in part else pd.Series(dtype=object)
         info = {"dataset": d, "task": t, "engine": e, "name": name,
                 "metric": metric.iloc[0] if len(metric) else "primary metric",
-                "unit": unit.iloc[0] if len(unit) else ""}
+                "unit": unit.iloc[0] if len(unit) else "", "protocol": protocol_text(config, d)}
         published_rows = rep.published_for(pub, t, info["metric"])
         _write_csv(wide, out_dir / f"leaderboard_{name}.csv")
         _write_csv(gains, out_dir / f"gains_{name}.csv")
+        _write_csv(draws, out_dir / f"draws_{name}.csv")
         write_text(out_dir / f"leaderboard_{name}.md", rep.markdown_table(long, info, methods_pref) + "\n")
         write_text(out_dir / f"leaderboard_{name}.tex", rep.latex_table(long, info, methods_pref))
         write_text(out_dir / "tables" / f"leaderboard_{name}.html",
@@ -709,10 +803,11 @@ def _write_tables(df: pd.DataFrame, out_dir: Path, config, published, plots, rep
         figures = {}
         if plots:
             figures = make_plots(part, long, gains, pairs, info, out_dir, published_rows)
-        sections.append({"info": info, "long": long, "gains": gains, "part": part, "figures": figures,
-                         "published": published_rows})
+        sections.append({"info": info, "long": long, "gains": gains, "draws": draws, "part": part,
+                         "figures": figures, "published": published_rows})
     if report:
-        write_text(out_dir / "report.md", rep.report_markdown(sections, df, methods_pref, plots))
+        write_text(out_dir / "report.md", rep.report_markdown(sections, df, methods_pref, plots, config))
+    return [s["info"]["name"] for s in sections]
 
 
 def make_plots(part, long, gains, pairs, info, out_dir: Path, published_rows) -> dict[str, Path]:

@@ -14,6 +14,14 @@
   against 0), and Holm's step-down correction over every (method, fraction) comparison of one
   (dataset, task, engine) family. n = 1 gives NaN for the interval and the p-value, and such
   comparisons are left out of the Holm family.
+- Label-subset draws (``split.draws``): a (method, fraction) cell holds values x[d, s] over draws d and
+  seeds s. The spread is split by a one-way random-effects ANOVA with the draw as the factor:
+  sd_seed = sqrt(MS_within) (seeds within a draw), sd_draw = sqrt(max(0, (MS_between - MS_within) / n0))
+  (the draw's own component; n0 = (N - sum n_d^2 / N) / (D - 1), the seeds per draw when balanced).
+  With two draws or more the mean is the mean of the per-draw means and its interval, the ranks and the
+  gain's test use those D per-draw means (D - 1 degrees of freedom): values of one draw share their
+  labels and are not independent, so counting them as D * S replicates would overstate significance.
+  With one draw all of this falls back to the seeds, as above.
 """
 from __future__ import annotations
 
@@ -127,3 +135,62 @@ def rank_methods(samples: dict[str, list[float]], higher_is_better: bool = True,
                 better += 1
         out[m] = {"rank": 1 + better, "best": better == 0, "tested": tested}
     return out
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A cell's values over draws and seeds: centre, interval and the two sources of spread."""
+    mean: float
+    n: int
+    n_draws: int
+    sd_total: float       # over every value (ddof=1)
+    sd_seed: float        # pooled within-draw sd: what a new seed moves
+    sd_draw: float        # the draw's variance component: what new labels move
+    ci_low: float
+    ci_high: float
+    ms_between: float
+    ms_within: float
+
+
+def by_draw(values, draws) -> dict[int, list[float]]:
+    """Values grouped by draw (finite ones only), in draw order."""
+    out: dict[int, list[float]] = {}
+    for v, d in zip(values, draws):
+        if v is not None and math.isfinite(float(v)):
+            out.setdefault(int(d), []).append(float(v))
+    return dict(sorted(out.items()))
+
+
+def decompose(groups: dict[int, list[float]], confidence: float = CONFIDENCE) -> Spread:
+    """The spread of one cell split into seed and draw parts (one-way random-effects ANOVA)."""
+    groups = {d: _clean(v) for d, v in groups.items()}
+    groups = {d: v for d, v in groups.items() if len(v)}
+    k = len(groups)
+    allv = np.concatenate(list(groups.values())) if groups else np.array([])
+    n = len(allv)
+    nan = math.nan
+    if n == 0:
+        return Spread(nan, 0, 0, nan, nan, nan, nan, nan, nan, nan)
+    sd_total = float(allv.std(ddof=1)) if n > 1 else nan
+    if k == 1:
+        s = summarize(allv, confidence)
+        return Spread(s.mean, n, 1, sd_total, s.std, nan, s.ci_low, s.ci_high, nan, s.std ** 2 if n > 1 else nan)
+    means = np.array([v.mean() for v in groups.values()])
+    sizes = np.array([len(v) for v in groups.values()], dtype=float)
+    grand = allv.mean()
+    ms_between = float((sizes * (means - grand) ** 2).sum() / (k - 1))
+    ms_within = (float(sum(((v - v.mean()) ** 2).sum() for v in groups.values()) / (n - k)) if n > k else nan)
+    n0 = (n - (sizes ** 2).sum() / n) / (k - 1)
+    sd_seed = math.sqrt(ms_within) if n > k else nan
+    sd_draw = math.sqrt(max(0.0, (ms_between - ms_within) / n0)) if n > k else nan
+    s = summarize(means, confidence)  # the interval over the draws' means
+    return Spread(s.mean, n, k, sd_total, sd_seed, sd_draw, s.ci_low, s.ci_high, ms_between, ms_within)
+
+
+def replicates(groups: dict[int, list[float]]) -> list[float]:
+    """The independent units of a cell: the seeds with one draw, the per-draw means with several."""
+    groups = {d: _clean(v) for d, v in groups.items()}
+    groups = {d: v for d, v in groups.items() if len(v)}
+    if len(groups) == 1:
+        return [float(x) for x in next(iter(groups.values()))]
+    return [float(v.mean()) for v in groups.values()]
