@@ -477,9 +477,40 @@ def parse_load(log_text: str, checkpoint: Path | str | None = None) -> dict | No
             done = _DONE.search(later)
             if done:
                 bb_missed = [k for k in missed if k.startswith("backbone_3d.")]
+                by_prefix: dict[str, int] = {}
+                for k in missed:
+                    by_prefix[k.split(".", 1)[0]] = by_prefix.get(k.split(".", 1)[0], 0) + 1
                 return {"loaded": int(done.group(1)), "total": int(done.group(2)),
-                        "backbone_missed": len(bb_missed), "backbone_missed_keys": bb_missed[:20]}
+                        "backbone_missed": len(bb_missed), "backbone_missed_keys": bb_missed[:20],
+                        "not_updated_by_prefix": by_prefix}
     return None
+
+
+INIT_PREFIXES = ("backbone_3d", "image_backbone", "neck", "vtransform", "fuser")
+
+
+def init_report(load: dict | None, checkpoint: Path | None) -> dict:
+    """Per module prefix, what OpenPCDet's ``load_params_from_file`` filled (the native engines'
+    ``init`` record), from its log and our checkpoint: OpenPCDet updates a tensor when name and
+    shape match, and logs every model tensor it did not update. When it used every checkpoint
+    tensor, a module's loaded count is its checkpoint tensors and its total adds the ones it logged
+    as not updated."""
+    if checkpoint is None or load is None:
+        return {"backbone_3d": {"loaded": 0, "total": None, "pretrained": False},
+                "openpcdet": None if load is None else {"loaded": load["loaded"], "total": load["total"]}}
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model_state"]
+    counts = {p: sum(1 for k in state if k.startswith(p + ".")) for p in INIT_PREFIXES}
+    counts = {p: n for p, n in counts.items() if n}
+    all_used = load["loaded"] == sum(counts.values())
+    report = {}
+    for p, n in counts.items():
+        loaded = n if all_used else (load["loaded"] if len(counts) == 1 else None)
+        missed = load.get("not_updated_by_prefix", {}).get(p, 0)
+        report[p] = {"loaded": loaded, "total": None if loaded is None else loaded + missed, "pretrained": True}
+    report["openpcdet"] = {"loaded": load["loaded"], "total": load["total"]}
+    return report
 
 
 def check_load(load: dict | None, pretrained: bool, log_path) -> None:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from xmbench.atomic import sha256_file
-from xmbench.detection.openpcdet import (check_openpcdet, cycled_infos, db_class_counts, load_template,
+from xmbench.detection.openpcdet import (check_openpcdet, cycled_infos, db_class_counts, init_report, load_template,
                                          make_config, nuscenes_infos, output_dir, read_results, run, run_tag,
                                          schedule_note, train_command, write_config, write_gt_database,
                                          write_pickle, _min_points)
@@ -110,8 +110,5 @@ def finetune(ctx: FinetuneContext) -> dict:
             raise
         empty = True
     res = read_results(plan["output_dir"], ctx.init_checkpoint, plan["class_names"], allow_empty=empty)
-    load = res["load"]
-    init = ({"loaded": 0, "total": None} if load is None else
-            {"loaded": load["loaded"], "total": load["total"], "backbone_missed": load["backbone_missed"]})
     res["metrics"].update(plan["record"])
-    return {"metrics": res["metrics"], "init": init}
+    return {"metrics": res["metrics"], "init": init_report(res["load"], ctx.init_checkpoint)}

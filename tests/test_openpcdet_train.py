@@ -1,0 +1,138 @@
+"""OpenPCDet's tools/train.py itself, started by the engine as a cluster job would start it (one
+process, the configured Python, CPU stand-ins loaded through sitecustomize by this test only),
+trains the recipe's steps from our checkpoint and evaluates; the cell's metrics.json becomes a
+leaderboard row. And the multi-GPU launch: torchrun reaches train.py's and test.py's process-group
+set-up with the ranks it hands over."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from openpcdet_cpu.harness import openpcdet_root, pretrain_record, subprocess_env, write_checkpoint
+
+
+@pytest.fixture(scope="module")
+def install(tmp_path_factory):
+    return openpcdet_root(tmp_path_factory.mktemp("opc_train") / "OpenPCDet")
+
+
+@pytest.fixture(scope="module")
+def cell(install, tiny_index, test_config, tmp_path_factory):
+    """One openpcdet cell through run_finetune, as the DAG's finetune rule runs it."""
+    from xmbench.finetune import run_finetune
+    from xmbench.splits import select, write_split
+    from xmbench.tasks import load_task
+
+    import os
+
+    tmp = tmp_path_factory.mktemp("opc_cell")
+    index = json.loads(tiny_index["index"].read_text())
+    split = tmp / "split.txt"
+    write_split(split, select([f for f in index["frames"] if f["split"] == "train"], 0.5, 0))
+    ckpt = write_checkpoint(tmp / "checkpoint.pth", test_config["model"])
+    cfg = {**test_config, "openpcdet": {"root": str(install), "workers": 0}}
+    out = tmp / "results" / "synthetic_nuscenes" / "detection" / "openpcdet" / "crosspoint" / "50pct" / "seed0"
+    old = dict(os.environ)
+    os.environ.update(subprocess_env())
+    try:
+        rec = run_finetune(load_task("detection"), "openpcdet", cfg, "synthetic_nuscenes", "crosspoint", 0.5, 0,
+                           tiny_index["index"], tiny_index["labels"], split,
+                           pretrain_record(tmp / "pretrain.json", ckpt), out)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    return {"rec": rec, "out": out, "tmp": tmp, "ckpt": ckpt, "install": install}
+
+
+def test_train_py_trains_the_recipe_from_our_checkpoint_and_evaluates(cell):
+    rec = cell["rec"]
+    assert rec["status"] == "ok", rec["reason"]
+    assert rec["engine"] == "openpcdet"
+    m = rec["metrics"]
+    assert rec["init"]["backbone_3d"] == {"loaded": 142, "total": 142, "pretrained": True}
+    assert rec["init"]["openpcdet"]["loaded"] == 142
+    assert m["openpcdet_iterations"] == rec["recipe"]["iterations"] and m["openpcdet_epochs"] == 1
+    assert "adam_onecycle" in m["openpcdet_schedule"]
+    assert {"construction_vehicle", "trailer"} <= set(m["split_missing_classes"])
+    log = open(m["openpcdet_log"]).read()
+    # OpenPCDet's own log: the recipe's steps at the recipe's batch, the loaded checkpoint, its evaluation
+    assert f"Train:    1/1 (100%) [   {rec['recipe']['iterations'] - 1}/{rec['recipe']['iterations']}" in log
+    assert "==> Done (loaded 142/" in log and "TORCH_FORCE" not in log
+    losses = [float(x) for x in __import__("re").findall(r"Loss: ([0-9.]+) \(", log)]
+    assert losses and all(v == v and v > 0 for v in losses)
+    if m.get("prediction_empty"):
+        assert m["mean_ap"] == 0.0 and "no box" in m["note"]
+    else:
+        summary = json.loads(open(m["metrics_summary"]).read())
+        assert m["mean_ap"] == pytest.approx(summary["mean_ap"]) and m["nds"] == pytest.approx(summary["nd_score"])
+    assert rec["primary_metric"]["value"] == pytest.approx(100 * m["mean_ap"])
+    cmd = (cell["out"] / "openpcdet" / "command.txt").read_text()
+    assert f"{sys.executable} train.py" in cmd and "--pretrained_model" in cmd
+
+
+def test_the_openpcdet_cell_becomes_a_leaderboard_row(cell, tmp_path):
+    from xmbench.results import build_results
+
+    build_results([cell["out"] / "metrics.json"], tmp_path / "results", plots=False)
+    board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    row = board.iloc[0]
+    assert row["engine"] == "openpcdet" and row["status"] == "ok" and row["method"] == "crosspoint"
+    assert row["primary_value"] == pytest.approx(cell["rec"]["primary_metric"]["value"])
+    table = pd.read_csv(next((tmp_path / "results").glob("leaderboard_synthetic_nuscenes_detection*.csv")))
+    assert list(table["method"]) == ["crosspoint"]
+
+
+def test_an_openpcdet_failure_is_reported_by_its_error_line(cell, tmp_path):
+    """A config OpenPCDet cannot read: the cell's reason is the exception line of its traceback,
+    not the output's last line."""
+    from xmbench.detection import openpcdet as opc
+    from xmbench.errors import BenchError
+
+    bad = tmp_path / "cfgs" / "bad.yaml"
+    bad.parent.mkdir()
+    bad.write_text("CLASS_NAMES: [car]\nDATA_CONFIG:\n  _BASE_CONFIG_: /nowhere/nuscenes_dataset.yaml\n")
+    cmd = opc.train_command(bad, "bad", 2, 1, workers=0)
+    with pytest.raises(BenchError) as err:
+        opc.run(cmd, cell["install"], tmp_path / "stdout.log", env={**__import__("os").environ, **subprocess_env()})
+    msg = str(err.value)
+    assert "train.py exited with 1: FileNotFoundError" in msg and "/nowhere/nuscenes_dataset.yaml" in msg
+    assert "\n" not in msg and str(tmp_path / "stdout.log") in msg
+
+
+@pytest.mark.parametrize("script", ["train.py", "test.py"])
+def test_torchrun_reaches_openpcdets_distributed_setup_with_each_rank(cell, script, tmp_path):
+    """The adapter's multi-GPU command: two processes, each parsing the arguments and starting the
+    process group with the rank torchrun hands over (gloo on this CPU); dist_train.sh's launcher
+    fails there with 'unrecognized arguments: --local-rank=0'."""
+    from xmbench.detection import openpcdet as opc
+
+    cfg_file = next((cell["out"] / "openpcdet" / "cfgs").glob("*.yaml"))
+    ckpt = cell["ckpt"]
+    if script == "train.py":
+        cmd = opc.train_command(cfg_file, "ddp", 2, 1, gpus=2, pretrained=ckpt, workers=0)
+    else:
+        cmd = opc.eval_command(cfg_file, "ddp", 2, ckpt, gpus=2, workers=0)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    # stop each rank right after OpenPCDet's init_dist_pytorch, recording what it got
+    tests_dir = str(subprocess_env()["PYTHONPATH"].split(":")[0].rsplit("/", 1)[0])
+    (probe / "sitecustomize.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {tests_dir!r})\n"
+        "from openpcdet_cpu import standin\n"
+        "standin.install()\n"
+        "import pcdet.utils.common_utils as cu\n"
+        "real = cu.init_dist_pytorch\n"
+        "def probe(tcp_port, local_rank, backend='nccl'):\n"
+        "    n, rank = real(tcp_port, local_rank, backend)\n"
+        f"    open({str(probe)!r} + f'/rank{{rank}}', 'w').write(f'{{n}} {{local_rank}} {{sys.argv[0]}}')\n"
+        "    raise SystemExit(0)\n"
+        "cu.init_dist_pytorch = probe\n")
+    env = {**__import__("os").environ, "PYTHONPATH": f"{probe}:{cell['install']}", "XMB_OPC_CPU_DIST": "1"}
+    proc = subprocess.run(cmd, cwd=cell["install"] / "tools", env=opc.openpcdet_env(env), capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    got = sorted(p.read_text() for p in probe.glob("rank*"))
+    assert got == [f"2 0 {script}", f"2 1 {script}"]
