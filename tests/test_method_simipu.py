@@ -183,7 +183,7 @@ def test_pretraining_loss_decreases_and_checkpoint_format(tiny_index, test_confi
     cfg["pretrain"].update(epochs=4, batch_size=2, max_steps_per_epoch=1)
     ckpt_path = Pretrainer(load_method("simipu"), cfg, tmp_path / "index.json", tmp_path / "out").run()
     ckpt = torch.load(ckpt_path, weights_only=False)
-    assert ckpt["model_state"] and all(k.startswith("backbone_3d.") for k in ckpt["model_state"])
+    assert ckpt["model_state"] and all(k.split(".")[0] in ("backbone_3d", "image_backbone") for k in ckpt["model_state"])
     assert "backbone_3d.conv_input.0.weight" in ckpt["model_state"]
     assert ckpt["meta"]["method"] == "simipu"
     rows = [json.loads(line) for line in (tmp_path / "out" / "loss_log.jsonl").read_text().splitlines()]

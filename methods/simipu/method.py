@@ -62,6 +62,7 @@ def sample_feature_map(fmap: torch.Tensor, image_id: torch.Tensor, uv: torch.Ten
 
 
 class SimIPU(PretrainMethod):
+    lidar_nograd_views = 1  # view B's backbone pass, under stop-gradient (the step benchmark's reference counts it)
     def __init__(self, lidar_backbone, image_backbone, hparams: dict, model_cfg: dict):
         super().__init__(lidar_backbone, image_backbone, hparams, model_cfg)
         c_pts = lidar_backbone.num_point_features
@@ -110,7 +111,7 @@ class SimIPU(PretrainMethod):
 
         # ---- intra-modal: A with gradient, B under stop-gradient (no graph is built for it)
         feat_a, frame_a, cen_a = self._encoded(points, bidx, bsz)
-        with torch.no_grad():
+        with torch.inference_mode():     # no autograd bookkeeping at all: its outputs are only read without grad
             feat_b, frame_b, cen_b = self._encoded(view_b.points, view_b.batch_idx, bsz)
             cen_b = view_b.unaugment(cen_b, frame_b)
         sel = self._fps(torch.cat([cen_a, cen_b]), torch.cat([frame_a, frame_b + bsz]), 2 * bsz)

@@ -59,14 +59,19 @@ class PretrainMethod(nn.Module):
       - ``lidar_views`` (class attribute, default 1): how many LiDAR passes with gradients the
         design needs per step (CrossPoint's two symmetric views). The step benchmark
         (tests/benchmarks/test_method_steps.py) compares a step with that many backbone passes.
+      - ``lidar_nograd_views`` (class attribute, default 0): further LiDAR passes the design runs
+        under stop-gradient (SimIPU's view B); the benchmark's reference adds that many forward
+        passes under ``torch.no_grad()``.
       - ``optimizer_groups() -> {name: [parameters]}`` when method.yaml has ``optimizers:`` (one per
         name) instead of ``optimizer:``; every trainable parameter must be in exactly one group.
 
     method.yaml's ``step_budget.ratio`` is the most a step may cost relative to ``lidar_views``
-    backbone-only forward/backward passes on the same frames (tests/benchmarks/test_method_steps.py).
+    backbone-only forward/backward passes (plus ``lidar_nograd_views`` forward passes) on the same
+    frames (tests/benchmarks/test_method_steps.py).
     """
 
     lidar_views: int = 1
+    lidar_nograd_views: int = 0
 
     def __init__(self, lidar_backbone: nn.Module, image_backbone: nn.Module, hparams: dict, model_cfg: dict):
         super().__init__()
