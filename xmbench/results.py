@@ -889,7 +889,7 @@ def label_efficiency(part: pd.DataFrame, info: dict, path: Path, published_rows:
     ax.set_xlabel("labelled training frames (%, log scale)")
     ax.set_ylabel(_ylabel(info))
     ax.set_title(f"Label efficiency: {info['dataset']} {info['task']} ({info['engine']} engine)\n"
-                 "mean over seeds, band = 95% t-interval", fontsize=11)
+                 "mean over draws and seeds, band = 95% t-interval", fontsize=11)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(title="method", fontsize=8, loc="best")
     fig.tight_layout()
@@ -912,7 +912,7 @@ def gain_bars(pairs: pd.DataFrame, gains: pd.DataFrame, info: dict, path: Path):
     ax.set_xlabel("labelled training frames")
     ax.set_ylabel(f"gain over {BASELINE} ({info['unit'] + ' points' if info.get('unit') == '%' else info.get('unit', '')})")
     ax.set_title(f"Gain over {BASELINE}: {info['dataset']} {info['task']} ({info['engine']})\n"
-                 "paired by seed and split, error bar = 95% t-interval", fontsize=11)
+                 "paired by draw, seed and split, error bar = 95% t-interval", fontsize=11)
     fig.tight_layout()
     _save(fig, path)
 
@@ -940,7 +940,7 @@ def per_class_heatmap(part: pd.DataFrame, info: dict, path: Path):
         mat.columns = classes
         sns.heatmap(mat, ax=ax, vmin=0, vmax=100 if scale == 100.0 else None, cmap="viridis", annot=len(classes) <= 20,
                     fmt=".0f", cbar_kws={"label": f"{prefix.split('.')[-1]} ({info.get('unit', '')})"})
-        ax.set_title(f"{fraction_label(f)} labels (mean over seeds; blank = class absent from val)", fontsize=10)
+        ax.set_title(f"{fraction_label(f)} labels (mean over draws and seeds; blank = class absent from val)", fontsize=10)
         ax.set_ylabel("method")
         ax.tick_params(axis="y", rotation=0)
         ax.set_xlabel("")
