@@ -16,10 +16,7 @@ key and shape stays, so a fusion-pretrained lift seeds all of it but that one te
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-
-from ..pretraining.projection import project_to_cameras
 
 # OpenPCDet depth_lss.py: the depth-image encoder's widths, and its two strides (4 then 2), which
 # bring the full-resolution depth image to the stride-8 feature map
@@ -70,18 +67,21 @@ def lidar_depth_image(xyz: torch.Tensor, batch_idx: torch.Tensor, batch_size: in
     ``lidar_aug`` (B, 4, 4) is the augmentation the points went through after calibration; it is
     undone before projecting, as in BEVFusion.
     """
-    if lidar_aug is not None:
-        inv = torch.linalg.inv(lidar_aug)[batch_idx]
-        xyz = torch.einsum("nij,nj->ni", inv[:, :3, :3], xyz) + inv[:, :3, 3]
     h, w = image_hw
     n_cam = lidar_to_cam.shape[1]
-    uv, depth, visible = project_to_cameras(xyz, batch_idx, lidar_to_cam, intrinsics, image_hw, min_depth=1e-3)
-    p_i, k_i = visible.nonzero(as_tuple=True)
-    u = uv[p_i, k_i, 0].long()
-    v = uv[p_i, k_i, 1].long()
-    pix = ((batch_idx[p_i] * n_cam + k_i) * h + v) * w + u
-    out = depth.new_zeros(batch_size * n_cam * h * w)
-    out.scatter_reduce_(0, pix, depth[p_i, k_i], reduce="amin", include_self=False)
+    out = xyz.new_zeros(batch_size * n_cam * h * w)
+    for b in range(batch_size):              # per frame: (K, N, 3) in camera frames, no per-point matrices
+        p = xyz[batch_idx == b]
+        if lidar_aug is not None:
+            inv = torch.linalg.inv(lidar_aug[b])
+            p = p @ inv[:3, :3].T + inv[:3, 3]
+        cam = torch.einsum("kij,nj->kni", lidar_to_cam[b, :, :3, :3], p) + lidar_to_cam[b, :, None, :3, 3]
+        depth = cam[..., 2]
+        uv = torch.einsum("kij,knj->kni", intrinsics[b], cam)[..., :2] / depth.clamp(min=1e-6).unsqueeze(-1)
+        seen = (depth > 1e-3) & (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h)
+        k_i, n_i = seen.nonzero(as_tuple=True)
+        pix = ((b * n_cam + k_i) * h + uv[k_i, n_i, 1].long()) * w + uv[k_i, n_i, 0].long()
+        out.scatter_reduce_(0, pix, depth[k_i, n_i], reduce="amin", include_self=False)
     return out.view(batch_size, n_cam, 1, h, w)
 
 
