@@ -1,7 +1,8 @@
 """Every method pretrains every tensor it exports.
 
 The checkpoint exports the whole LiDAR backbone (backbone_3d.*, conv_out included, which detection
-reads) and the whole image backbone under the method's name; a parameter that no loss term reaches
+reads), the whole image backbone, and whatever else pretrained_modules() names (CLAP's neck, lift
+and fuser) under the method's name; a parameter that no loss term reaches
 is finetuned from its random initialisation while the leaderboard credits the method. One
 pretraining step must give each of them a non-zero gradient.
 """
@@ -12,6 +13,7 @@ import torch
 
 from xmbench.data.frames import collate
 from xmbench.methods import discover, load_method
+from xmbench.models.init_weights import pretrained_modules
 from xmbench.models.voxelize import voxelize
 from xmbench.pretraining.loop import Pretrainer
 from xmbench.pretraining.sparse_lookup import encoded_coords, lookup_rows, point_rows
@@ -36,9 +38,11 @@ def test_one_step_reaches_every_exported_parameter(method, tiny_index, test_conf
                  method_epochs=spec.value("schedule", "epochs"))
     module.zero_grad(set_to_none=True)
     sum(module(batch).values()).backward()
-    lidar, image = _ungraded(module.lidar), _ungraded(module.image)
-    assert not lidar, f"{method}: backbone_3d parameters without gradient: {lidar[:6]}"
-    assert not image, f"{method}: image_backbone parameters without gradient: {image[:6]}"
+    exported = pretrained_modules(module)
+    assert {"backbone_3d", "image_backbone"} <= set(exported)
+    for prefix, part in exported.items():
+        missing = _ungraded(part)
+        assert not missing, f"{method}: {prefix} parameters without gradient: {missing[:6]}"
 
 
 def test_points_map_to_the_encoded_row_that_holds_them(tiny_index, test_config, tmp_path):

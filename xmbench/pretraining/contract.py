@@ -28,11 +28,12 @@ class PretrainMethod(nn.Module):
       - ``image_backbone``: a ResNet returning its four stage maps (strides 4, 8, 16, 32).
       - ``hparams``: ``{key: value}`` of method.yaml's ``hparams``; ``model_cfg``: the config's
         ``model`` section (e.g. ``model_cfg["render"]`` for CPU-sized counts).
-      Keep the backbones as ``self.lidar`` and ``self.image``: the harness exports exactly those two
-      (``backbone_3d.*`` and ``image_backbone.*`` of the checkpoint), and nothing else of the method.
+      Keep the backbones as ``self.lidar`` and ``self.image``: the harness exports those two
+      (``backbone_3d.*`` and ``image_backbone.*`` of the checkpoint's ``model_state``), plus what an
+      optional ``pretrained_modules()`` names (below), and nothing else of the method.
 
-    Every exported tensor must be pretrained: each parameter of ``self.lidar`` and ``self.image``
-    needs a non-zero gradient from one step. Read the encoder's final output ``encoded`` (conv_out,
+    Every exported tensor must be pretrained: each parameter of every exported module needs a
+    non-zero gradient from one step (tests/test_gradient_coverage.py). Read the encoder's final output ``encoded`` (conv_out,
     which detection reads), not ``x_conv4``, or conv_out reaches finetuning at its random
     initialisation under the method's name (``xmbench.pretraining.sparse_lookup.point_rows`` maps
     input points to ``encoded``'s rows).
@@ -64,6 +65,9 @@ class PretrainMethod(nn.Module):
         passes under ``torch.no_grad()``.
       - ``optimizer_groups() -> {name: [parameters]}`` when method.yaml has ``optimizers:`` (one per
         name) instead of ``optimizer:``; every trainable parameter must be in exactly one group.
+      - ``pretrained_modules() -> {prefix: module}`` when the method trains more of the shared
+        downstream model than the two backbones (CLAP: ``neck``, ``vtransform``, ``fuser``), under
+        OpenPCDet's prefixes (xmbench.models.init_weights.PREFIXES).
 
     method.yaml's ``step_budget.ratio`` is the most a step may cost relative to ``lidar_views``
     backbone-only forward/backward passes (plus ``lidar_nograd_views`` forward passes) on the same
