@@ -222,3 +222,50 @@ def test_snakemake_plans_two_draws(test_config, tmp_path):
     drawn = [line for line in lines if "xmbench.cli finetune" in line and "50pct-draw1/" in line]
     assert drawn and all("--draw 1 " in line and "splits/50pct-draw1.txt" in line for line in drawn)
     assert len(drawn) == len(cfg["datasets"]) * len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["seeds"])
+
+
+def test_cli_writes_each_draw_and_records_the_draw(tmp_path, test_config, monkeypatch):
+    from xmbench import finetune
+    from xmbench.atomic import write_json
+    from xmbench.cli import main
+    from xmbench.splits import read_split
+
+    index = {"dataset": "d", "frames": _frames()}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    split = {"seed": 4, "level": "frame", "protocol": "hash", "draws": [0, 1]}
+    (tmp_path / "config.json").write_text(json.dumps({**test_config, "split": split}))
+    for draw in (0, 1):
+        out = tmp_path / f"{grid.split_tag(0.1, draw)}.txt"
+        assert main(["split", "--config", str(tmp_path / "config.json"), "--index", str(tmp_path / "index.json"),
+                     "--fraction", "0.1", "--draw", str(draw), "--out", str(out)]) == 0
+        assert read_split(out)[0] == labelled_subset(index["frames"], split, "d", 0.1, draw)
+    assert read_split(tmp_path / "10pct.txt")[1] != read_split(tmp_path / "10pct-draw1.txt")[1]
+
+    def fake_run(task, engine, cfg, dataset, method, fraction, seed, *a, **k):  # the engine's record, no draw
+        rec = {"status": "ok", "dataset": dataset, "task": task.name, "method": method, "fraction": fraction,
+               "seed": seed}
+        write_json(a[4] / "metrics.json", rec)  # index, labels, split, pretrain, out_dir
+        return rec
+
+    monkeypatch.setattr(finetune, "run_finetune", fake_run)
+    cell = tmp_path / "cell"
+    assert main(["finetune", "--config", str(tmp_path / "config.json"), "--dataset", "d", "--task", "segmentation",
+                 "--method", "scratch", "--index", "i", "--labels", "l", "--split", "s", "--out-dir", str(cell),
+                 "--fraction", "0.1", "--seed", "2", "--draw", "1", "--device", "cpu"]) == 0
+    rec = json.loads((cell / "metrics.json").read_text())
+    assert rec["draw"] == 1 and list(rec)[list(rec).index("fraction") + 1] == "draw"
+
+
+def test_a_record_of_another_draw_counts_as_its_folders_cell_and_fails(tmp_path):
+    from xmbench.results import load_runs
+
+    cell0 = grid.Cell("synth", "segmentation", "native", "scratch", 0.1, 0, 0)
+    cell1 = grid.Cell("synth", "segmentation", "native", "scratch", 0.1, 1, 0)
+    for c in (cell0, cell1):
+        c.metrics_path(tmp_path).parent.mkdir(parents=True)
+    cell0.metrics_path(tmp_path).write_text(json.dumps(_record("scratch", 0.1, 1, 0, 30.0)))  # draw 1's record
+    legacy = {k: v for k, v in _record("scratch", 0.1, 1, 0, 31.0).items() if k != "draw"}  # before draws: draw 0
+    cell1.metrics_path(tmp_path).write_text(json.dumps(legacy))
+    df = load_runs([cell0.metrics_path(tmp_path), cell1.metrics_path(tmp_path)]).set_index("draw")
+    assert df.loc[0, "status"] == "failed" and "draw=1" in df.loc[0, "reason"]
+    assert df.loc[1, "status"] == "failed" and "draw=0" in df.loc[1, "reason"]
