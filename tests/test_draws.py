@@ -269,3 +269,16 @@ def test_a_record_of_another_draw_counts_as_its_folders_cell_and_fails(tmp_path)
     df = load_runs([cell0.metrics_path(tmp_path), cell1.metrics_path(tmp_path)]).set_index("draw")
     assert df.loc[0, "status"] == "failed" and "draw=1" in df.loc[0, "reason"]
     assert df.loc[1, "status"] == "failed" and "draw=0" in df.loc[1, "reason"]
+
+
+def test_a_subset_reruns_only_when_its_own_settings_change():
+    """The label_split param hashes what one subset depends on: adding a draw or a fraction leaves
+    the existing subsets' jobs, and so their cells, alone."""
+    from xmbench.splits import rule_hash
+
+    one = {"seed": 0, "level": "frame", "protocol": "hash", "draws": [0]}
+    more = {**one, "draws": {"default": [0], "10pct": [0, 1, 2]}}
+    assert rule_hash(one, "d", 0.1, 0) == rule_hash(more, "d", 0.1, 0)
+    assert rule_hash(more, "d", 0.1, 1) != rule_hash(more, "d", 0.1, 0)
+    assert rule_hash({**one, "seed": 1}, "d", 0.1, 0) != rule_hash(one, "d", 0.1, 0)
+    assert rule_hash({**one, "tune": {"fraction": 0.1}}, "d", 0.1, 0) != rule_hash(one, "d", 0.1, 0)
