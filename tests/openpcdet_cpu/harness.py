@@ -69,5 +69,8 @@ def write_checkpoint(path: Path, model_cfg: dict) -> Path:
 
 
 def pretrain_record(path: Path, checkpoint: Path) -> Path:
-    path.write_text(json.dumps({"status": "ok", "checkpoint": str(checkpoint)}))
+    from xmbench.atomic import sha256_file
+
+    path.write_text(json.dumps({"status": "ok", "checkpoint": str(checkpoint),
+                                "checkpoint_sha256": sha256_file(checkpoint)}))
     return path

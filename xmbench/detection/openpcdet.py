@@ -486,30 +486,43 @@ def parse_load(log_text: str, checkpoint: Path | str | None = None) -> dict | No
     return None
 
 
-INIT_PREFIXES = ("backbone_3d", "image_backbone", "neck", "vtransform", "fuser")
+INIT_PREFIXES = {"BACKBONE_3D": "backbone_3d", "IMAGE_BACKBONE": "image_backbone", "NECK": "neck",
+                 "VTRANSFORM": "vtransform", "FUSER": "fuser"}
 
 
-def init_report(load: dict | None, checkpoint: Path | None) -> dict:
-    """Per module prefix, what OpenPCDet's ``load_params_from_file`` filled (the native engines'
-    ``init`` record), from its log and our checkpoint: OpenPCDet updates a tensor when name and
-    shape match, and logs every model tensor it did not update. When it used every checkpoint
-    tensor, a module's loaded count is its checkpoint tensors and its total adds the ones it logged
-    as not updated."""
+def model_prefixes(cfg: dict) -> list[str]:
+    """The state-dict prefixes of the pretrainable modules the config's MODEL builds (OpenPCDet names
+    each module after its MODEL key, lower-cased)."""
+    return [prefix for key, prefix in INIT_PREFIXES.items() if key in cfg["MODEL"]]
+
+
+def init_report(load: dict | None, checkpoint: Path | None, prefixes=("backbone_3d",)) -> dict:
+    """Per module prefix of the model, what OpenPCDet's ``load_params_from_file`` filled (the native
+    engines' ``init`` record), from its log and our checkpoint. OpenPCDet updates a tensor when name
+    and shape match, and logs every model tensor it did not update: when its loaded count equals
+    the checkpoint's tensors of the model's modules, each module loaded its checkpoint tensors, out
+    of those plus the ones logged as not updated. Checkpoint modules the model does not have (a
+    LiDAR-only template given an image backbone) are listed as unused."""
     if checkpoint is None or load is None:
-        return {"backbone_3d": {"loaded": 0, "total": None, "pretrained": False},
-                "openpcdet": None if load is None else {"loaded": load["loaded"], "total": load["total"]}}
+        report = {p: {"loaded": 0, "total": None, "pretrained": False} for p in prefixes}
+        report["openpcdet"] = None if load is None else {"loaded": load["loaded"], "total": load["total"]}
+        return report
     import torch
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model_state"]
-    counts = {p: sum(1 for k in state if k.startswith(p + ".")) for p in INIT_PREFIXES}
-    counts = {p: n for p, n in counts.items() if n}
-    all_used = load["loaded"] == sum(counts.values())
+    counts = {p: sum(1 for k in state if k.startswith(p + ".")) for p in INIT_PREFIXES.values()}
+    used = {p: n for p, n in counts.items() if n and p in prefixes}
+    all_used = load["loaded"] == sum(used.values())
     report = {}
-    for p, n in counts.items():
-        loaded = n if all_used else (load["loaded"] if len(counts) == 1 else None)
+    for p in prefixes:
         missed = load.get("not_updated_by_prefix", {}).get(p, 0)
+        if p not in used:
+            report[p] = {"loaded": 0, "total": missed or None, "pretrained": False}
+            continue
+        loaded = used[p] if all_used else (load["loaded"] if len(used) == 1 else None)
         report[p] = {"loaded": loaded, "total": None if loaded is None else loaded + missed, "pretrained": True}
-    report["openpcdet"] = {"loaded": load["loaded"], "total": load["total"]}
+    report["openpcdet"] = {"loaded": load["loaded"], "total": load["total"],
+                           "checkpoint_modules_unused": sorted(p for p, n in counts.items() if n and p not in prefixes)}
     return report
 
 

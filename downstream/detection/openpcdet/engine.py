@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from xmbench.atomic import sha256_file
-from xmbench.detection.openpcdet import (check_openpcdet, cycled_infos, db_class_counts, init_report, load_template,
-                                         make_config, nuscenes_infos, output_dir, read_results, run, run_tag,
-                                         schedule_note, train_command, write_config, write_gt_database,
-                                         write_pickle, _min_points)
+from xmbench.detection.openpcdet import (_min_points, check_openpcdet, count_predictions, cycled_infos,
+                                         db_class_counts, init_report, load_template, make_config, model_prefixes,
+                                         nuscenes_infos, output_dir, read_results, run, run_tag, schedule_note,
+                                         train_command, write_config, write_gt_database, write_pickle)
 from xmbench.errors import BenchError
 from xmbench.finetune import FinetuneContext
 
@@ -90,7 +90,8 @@ def prepare(ctx: FinetuneContext, settings: dict) -> dict:
               "openpcdet_schedule": schedule_note(ctx.recipe),
               "split_missing_classes": missing, "gt_database": counts, "gt_sample_groups": groups}
     return {"root": root, "work": work, "cfg_file": cfg_file, "tag": tag, "command": command, "epochs": 1,
-            "output_dir": output_dir(root, cfg_file, tag), "class_names": class_names, "record": record}
+            "output_dir": output_dir(root, cfg_file, tag), "class_names": class_names, "record": record,
+            "prefixes": model_prefixes(cfg)}
 
 
 def finetune(ctx: FinetuneContext) -> dict:
@@ -104,11 +105,9 @@ def finetune(ctx: FinetuneContext) -> dict:
     except BenchError as err:
         # OpenPCDet hands an empty prediction set to the devkit, which raises; that run found
         # nothing and scores 0, every other failure is the cell's
-        from xmbench.detection.openpcdet import count_predictions
-
         if "Invalid box type: None" not in str(err) or count_predictions(plan["output_dir"]) != 0:
             raise
         empty = True
     res = read_results(plan["output_dir"], ctx.init_checkpoint, plan["class_names"], allow_empty=empty)
     res["metrics"].update(plan["record"])
-    return {"metrics": res["metrics"], "init": init_report(res["load"], ctx.init_checkpoint)}
+    return {"metrics": res["metrics"], "init": init_report(res["load"], ctx.init_checkpoint, plan["prefixes"])}
