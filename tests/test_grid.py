@@ -1,5 +1,4 @@
 """The run grid has one owner: the DAG, the finetune entry point and the leaderboard agree on it."""
-import json
 import subprocess
 import sys
 
@@ -76,7 +75,7 @@ def test_snakefile_plans_exactly_the_grid(test_config, tmp_path):
     planned = sorted({tok for line in out.stdout.splitlines() if "xmbench.cli finetune" in line
                       for tok in [line.split("--out-dir ")[1].split()[0]]})
     assert planned == sorted(str(c.out_dir(results)) for c in grid.cells(cfg))
-    assert json.loads((results / "config.resolved.json").read_text())["fractions"] == [0.5, 0.025]
+    assert not (results / "config.resolved.json").exists()  # written when jobs run (onstart), never on -n
 
 
 def test_paper_protocol_plans_every_detection_task(tmp_path):

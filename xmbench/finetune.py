@@ -13,11 +13,14 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path, sha256_file, write_json, write_text
+from .atomic import atomic_path, write_json, write_text
+from .attempts import Attempts
 from .config import config_hash
 from .data.frames import load_json
 from .errors import BenchError
 from .grid import engine_of
+from .models.init_weights import load_pretrained
+from .inputs import check_val_lidarseg, pretrained_checkpoint
 from .provenance import provenance
 from .splits import read_split
 from .tasks import TaskSpec, recipe_hash
@@ -50,64 +53,12 @@ class FinetuneContext:
                             "split": self.split_sha256, "init": self.checkpoint_sha256})
 
 
-def _checkpoint_tensors(state: dict) -> dict[str, torch.Tensor]:
-    """``model_state`` under OpenPCDet's prefixes; checkpoints written before the image half kept
-    the image backbone beside it as ``image_backbone``, which reads as ``image_backbone.*``."""
-    tensors = dict(state["model_state"])
-    legacy = state.get("image_backbone")
-    if isinstance(legacy, dict) and not any(k.startswith("image_backbone.") for k in tensors):
-        tensors.update({f"image_backbone.{k}": v for k, v in legacy.items()})
-    return tensors
-
-
-def _names(keys, n: int = 6) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
-
-
 def load_init(modules: dict[str, torch.nn.Module], checkpoint: Path | None) -> dict:
-    """Fill a downstream model's modules from a pretrained checkpoint, by OpenPCDet's prefixes
-    (``backbone_3d``, ``image_backbone``, ``neck``, ``vtransform``, ``fuser``), name and shape, the way
-    OpenPCDet's --pretrained_model does, and report per module what was loaded out of what.
-
-    OpenPCDet loads partially and only logs; here a module the method pretrained must be filled
-    completely (every tensor of the module found with its shape, every pretrained tensor used),
-    or the run fails naming what was missed: a silent miss would finetune random weights under the
-    method's name. A module may list ``ignored_init_keys`` (key prefixes it knowingly lacks, e.g. a
-    cameras-only lift has no LiDAR-depth branch). Modules the method did not pretrain keep their
-    seeded initialisation and say so (``loaded: 0``).
-    """
-    report = {p: {"loaded": 0, "total": len(m.state_dict()), "pretrained": False} for p, m in modules.items()}
-    if checkpoint is None:
-        return report
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if "model_state" not in state:
-        raise BenchError(f"{checkpoint}: not a pretrained checkpoint (no 'model_state')")
-    tensors = _checkpoint_tensors(state)
-    problems = []
-    for prefix, module in modules.items():
-        theirs = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-        if not theirs:
-            continue
-        own = module.state_dict()
-        ignored = tuple(getattr(module, "ignored_init_keys", ()))
-        matched = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
-        unfilled = [k for k in own if k not in matched and not k.startswith(ignored)]
-        unused = [k for k in theirs if k not in matched and not k.startswith(ignored)]
-        if unfilled or unused:
-            what = "; ".join(x for x in (f"not in the checkpoint or of another shape: {_names(unfilled)}" if unfilled else "",
-                                         f"pretrained but unused: {_names(unused)}" if unused else "") if x)
-            problems.append(f"{prefix}: loaded {len(matched)}/{len(own)} ({what})")
-            continue
-        module.load_state_dict(matched, strict=not ignored)
-        report[prefix] = {"loaded": len(matched), "total": len(own), "pretrained": True}
-    if problems:
-        raise BenchError(f"{checkpoint}: " + " | ".join(problems) + "; the checkpoint was pretrained with another "
-                         "model config (model.lidar / model.image / model.camera_bev) than this run's")
-    if not any(r["pretrained"] for r in report.values()):
-        raise BenchError(f"{checkpoint}: none of {', '.join(modules)} is in the checkpoint; it cannot initialise "
-                         "this task's model")
-    return report
+    """Fill a downstream model's modules (OpenPCDet prefix -> module) from a pretrained checkpoint,
+    the one way every engine does it (xmbench.models.init_weights.load_pretrained): a module the
+    method pretrained is filled completely or the run fails naming what was missed; per module the
+    report says loaded / total, and it lands in metrics.json as ``init``."""
+    return load_pretrained(modules, checkpoint)
 
 
 def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
@@ -202,6 +153,7 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
               "metrics": {}, "recipe": recipe, "recipe_hash": recipe_hash(recipe)}
     prov = {"config_hash": config_hash({"model": cfg["model"], "dataset": cfg["datasets"][dataset]}),
             "split_sha256": None, "checkpoint_sha256": None}
+    attempts = None
     try:
         tokens, prov["split_sha256"] = read_split(split_path)
         checkpoint = None
@@ -209,10 +161,13 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
             pre = load_json(pretrain_record)
             if pre["status"] != "ok":
                 raise BenchError(f"pretraining of '{method}' failed: {pre['reason']}")
-            checkpoint = Path(pre["checkpoint"])
-            prov["checkpoint_sha256"] = sha256_file(checkpoint)
+            checkpoint, prov["checkpoint_sha256"] = pretrained_checkpoint(Path(pretrain_record), pre)
         torch.set_num_threads(cfg.get("threads", 1))
         task.check_format(fmt, dataset)
+        index, labels = load_json(index_path), load_json(labels_path)
+        if fmt == "nuscenes" and primary["key"] == "miou":  # scored on the val lidarseg files: check them now
+            check_val_lidarseg(index, labels)
+        attempts = Attempts(out_dir, config_hash([record["recipe_hash"], prov, method, seed])).start()
         _, module = task.engine(engine_name)
         waymo_py = None
         if fmt == "waymo":
@@ -220,7 +175,7 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
 
             waymo_py = str(waymo_python(cfg))
         ctx = FinetuneContext(dataset, task.name, method, fraction, seed, recipe, cfg["model"],
-                              load_json(index_path), load_json(labels_path), tokens, checkpoint, out_dir,
+                              index, labels, tokens, checkpoint, out_dir,
                               torch.device(device), cfg.get("threads", 1), cfg.get(engine_name),
                               prov["split_sha256"], prov["checkpoint_sha256"], waymo_py)
         result = module.finetune(ctx)
@@ -234,11 +189,20 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
     except Exception as exc:  # a crash of one cell must not hide the other cells' results
         record["status"] = "failed"
         record["reason"] = f"{type(exc).__name__}: {exc}"
-        (out_dir).mkdir(parents=True, exist_ok=True)
-        (out_dir / "traceback.txt").write_text(traceback.format_exc())
+        try:  # on a full disk the traceback may not fit; the record's one line must still be written
+            write_text(out_dir / "traceback.txt", traceback.format_exc())
+        except OSError as err:
+            record["reason"] += f" (traceback not written: {err.strerror or err})"
+    finally:
+        if attempts is not None:
+            attempts.stop()
     wall = time.time() - t0
-    record["cost"] = {"wall_seconds": wall, "peak_memory_mb": _peak_memory_mb(),
-                      "gpu_hours": wall / 3600 if torch.device(device).type == "cuda" else 0.0}
+    total = wall + (attempts.previous_s if attempts else 0.0)
+    record["cost"] = {"wall_seconds": total, "peak_memory_mb": _peak_memory_mb(),
+                      "gpu_hours": total / 3600 if torch.device(device).type == "cuda" else 0.0,
+                      "attempts": attempts.attempts if attempts else 1, "last_attempt_seconds": wall}
     record["provenance"] = {**prov, **provenance()}
     write_json(out_dir / "metrics.json", record)
+    if attempts is not None:
+        attempts.done()
     return record
