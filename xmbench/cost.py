@@ -5,6 +5,7 @@ a finetuning cell costs the task's per-profile budget scaled by its iterations a
 """
 from __future__ import annotations
 
+from .grid import draws_at
 from .methods import load_method
 from .tasks import load_task
 
@@ -25,7 +26,7 @@ def cost_rows(cfg: dict) -> list[dict]:
             full = task.spec["recipes"][ds["recipe_profile"]]["iterations_full"]
             for fraction in cfg["fractions"]:
                 iters = task.recipe(ds["recipe_profile"], fraction)["iterations"]
-                jobs = len(cfg["methods"]) * len(cfg["seeds"])
+                jobs = len(cfg["methods"]) * len(cfg["seeds"]) * len(draws_at(cfg, fraction))  # a cell per draw
                 rows.append({"stage": "finetune", "dataset": dataset, "task": task_name, "method": "all",
                              "fraction": fraction, "jobs": jobs, "gpus_per_job": res["gpus"],
                              "gpu_hours": jobs * res["gpus"] * res["hours"] * iters / full})
@@ -45,4 +46,18 @@ def cost_markdown(cfg: dict) -> str:
     lines.append(f"| **total** | | | | | {sum(r['jobs'] for r in rows)} | | **{total:.1f}** |")
     lines.append("")
     lines.append(f"pretraining {by_stage['pretrain']:.1f} GPU-h, finetuning {by_stage['finetune']:.1f} GPU-h")
+    lines += ["", cost_summary_markdown(cfg)]
+    return "\n".join(lines)
+
+
+def cost_summary_markdown(cfg: dict) -> str:
+    """One row per stage and task, summed over datasets and fractions: the README's table."""
+    rows = cost_rows(cfg)
+    keys = list(dict.fromkeys((r["stage"], r["task"]) for r in rows))
+    lines = ["| stage | jobs | GPU-hours |", "|---|---|---|"]
+    for stage, task in keys:
+        part = [r for r in rows if (r["stage"], r["task"]) == (stage, task)]
+        name = "pretraining (every method)" if stage == "pretrain" else f"finetuning: {task}"
+        lines.append(f"| {name} | {sum(r['jobs'] for r in part)} | {sum(r['gpu_hours'] for r in part):,.0f} |")
+    lines.append(f"| **total** | {sum(r['jobs'] for r in rows)} | **{sum(r['gpu_hours'] for r in rows):,.0f}** |")
     return "\n".join(lines) + "\n"
