@@ -37,11 +37,11 @@ onstart:
 
 
 onsuccess:
-    PLAN.summary()  # every failed job with its reason and traceback; non-zero exit under strict
+    PLAN.summary(workflow.dag)  # every failed job with its reason and traceback; non-zero exit under strict
 
 
 onerror:
-    PLAN.summary()
+    PLAN.summary(workflow.dag)
 
 
 wildcard_constraints:

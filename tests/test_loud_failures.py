@@ -52,3 +52,11 @@ def test_without_strict_the_run_succeeds_and_still_prints_the_summary(broken_run
     assert res.returncode == 0, res.stderr[-3000:]
     assert "xmbench: 2 of 2 jobs FAILED" in res.stderr and "zz_broken" in res.stderr
     assert "strict is set" not in res.stderr
+
+
+def test_a_target_without_cells_prints_no_summary(broken_run):
+    """`snakemake gpu_hours` plans no cell: the broken method's cells are not this run's to report."""
+    repo, _ = broken_run
+    res = _snakemake(repo, "--", "gpu_hours")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "xmbench:" not in res.stderr and "| **total** |" in res.stdout

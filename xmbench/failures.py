@@ -30,6 +30,11 @@ def _traceback(folder: Path) -> str:
     return f" (traceback: {tb})" if tb.is_file() else ""
 
 
+def pretrain_record(results: str | Path, dataset: str, method: str) -> Path:
+    """Where a pretraining run's record is (the pretrain rule's output)."""
+    return Path(results) / dataset / "pretrain" / method / "pretrain.json"
+
+
 def failed_jobs(results: str | Path, cells, pretraining: dict[str, list[str]], log_of=None) -> list[tuple[str, str]]:
     """(what, why) of every failed or missing pretraining run and cell.
 
@@ -38,7 +43,7 @@ def failed_jobs(results: str | Path, cells, pretraining: dict[str, list[str]], l
     results, out = Path(results), []
     for dataset, methods in pretraining.items():
         for method in methods:
-            record = results / dataset / "pretrain" / method / "pretrain.json"
+            record = pretrain_record(results, dataset, method)
             rec, err = _read(record)
             what = f"pretrain {dataset}/{method}"
             if err:
