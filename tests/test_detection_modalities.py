@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from xmbench.atomic import sha256_file
 from xmbench.finetune import load_init, run_finetune
 from xmbench.splits import write_split
 from xmbench.tasks import DOWNSTREAM_DIR, load_task
@@ -119,7 +120,7 @@ def test_load_init_fills_both_branches_and_refuses_a_partial_module(test_config,
     report = load_init(fusion.init_modules(), ckpt)
     assert report["backbone_3d"]["loaded"] == report["backbone_3d"]["total"] > 100
     assert report["image_backbone"]["loaded"] == report["image_backbone"]["total"] > 10
-    assert report["fuser"] == {"loaded": 0, "total": len(fusion.fuser.state_dict()), "pretrained": False}
+    assert report["fuser"]["loaded"] == 0 and not report["fuser"]["pretrained"]
     for k, v in fusion.camera.image.state_dict().items():
         assert torch.equal(v, mods["image_backbone"].state_dict()[k])
     state = torch.load(ckpt, weights_only=False)
@@ -128,7 +129,7 @@ def test_load_init_fills_both_branches_and_refuses_a_partial_module(test_config,
     torch.save(state, tmp_path / "partial.pth")
     from xmbench.errors import BenchError
 
-    with pytest.raises(BenchError, match=r"image_backbone: loaded \d+/\d+ \(not in the checkpoint"):
+    with pytest.raises(BenchError, match=r"image_backbone \d+/\d+ loaded \(missed "):
         load_init(fusion.init_modules(), tmp_path / "partial.pth")
 
 
@@ -143,7 +144,7 @@ def image_swap_runs(tiny_index, test_config, tmp_path_factory):
     for name, perturb in (("a", False), ("b", True)):
         ckpt = _checkpoint(tmp / f"{name}.pth", mods, perturb_image=perturb)
         record = tmp / f"{name}.json"
-        record.write_text(json.dumps({"status": "ok", "checkpoint": str(ckpt)}))
+        record.write_text(json.dumps({"status": "ok", "checkpoint": ckpt.name, "checkpoint_sha256": sha256_file(ckpt)}))
         for task in ("detection", "fusion_detection"):
             rec = run_finetune(load_task(task), "native", test_config, "synthetic_nuscenes", "crosspoint", 1.0, 0,
                                tiny_index["index"], tiny_index["labels"], split, record, tmp / name / task)
@@ -155,7 +156,7 @@ def image_swap_runs(tiny_index, test_config, tmp_path_factory):
 def test_image_weights_move_fusion_and_leave_lidar_detection_bit_identical(image_swap_runs):
     (det_a, log_a), (det_b, log_b) = image_swap_runs[("a", "detection")], image_swap_runs[("b", "detection")]
     assert log_a == log_b and det_a["metrics"] == det_b["metrics"]
-    assert det_a["init"] == {"backbone_3d": {"loaded": 142, "total": 142, "pretrained": True}}
+    assert list(det_a["init"]) == ["backbone_3d"] and det_a["init"]["backbone_3d"]["loaded"] == 142
     (fus_a, flog_a), (fus_b, flog_b) = image_swap_runs[("a", "fusion_detection")], image_swap_runs[("b", "fusion_detection")]
     assert flog_a != flog_b
     assert fus_a["init"]["image_backbone"]["pretrained"] and fus_a["init"]["backbone_3d"]["loaded"] == 142

@@ -202,7 +202,7 @@ def test_short_finetune_of_scratch_gives_a_devkit_result(tiny_index, test_config
     assert {"mATE", "mASE", "mAOE", "mAVE", "mAAE"} <= set(m)
     assert set(m["classes_in_val_gt"]) <= set(NUSCENES_CLASSES) and m["classes_in_val_gt"]
     assert rec["primary_metric"]["value"] == pytest.approx(100 * m["mean_ap"])
-    assert rec["init"] == {"backbone_3d": {"loaded": 0, "total": 142, "pretrained": False}}
+    assert rec["init"]["backbone_3d"] == {"loaded": 0, "total": 142, "pretrained": False, "missed": [], "ignored": []}
     summary = json.loads((tmp_path / "cell" / "eval" / "metrics_summary.json").read_text())
     assert summary["mean_ap"] == pytest.approx(m["mean_ap"])
     sub = json.loads((tmp_path / "cell" / "eval" / "results_nusc.json").read_text())

@@ -58,9 +58,10 @@ def test_checkpoint_format_and_loss_log(tiny_index, test_config, tmp_path):
     cfg = _cfg(test_config, epochs=2, max_steps_per_epoch=2)
     ckpt = torch.load(Pretrainer(load_method("crosspoint"), cfg, tiny_index["index"], tmp_path).run(),
                       weights_only=False)
-    assert all(k.startswith("backbone_3d.") for k in ckpt["model_state"])
+    assert {k.split(".", 1)[0] for k in ckpt["model_state"]} == {"backbone_3d", "image_backbone"}
     assert "backbone_3d.conv_input.0.weight" in ckpt["model_state"]
-    assert "layer4.0.conv1.weight" in ckpt["image_backbone"]
+    assert "image_backbone.layer4.0.conv1.weight" in ckpt["model_state"]
+    assert ckpt["meta"]["pretrained_modules"] == ["backbone_3d", "image_backbone"]
     assert ckpt["meta"]["method"] == "crosspoint" and ckpt["meta"]["epochs"] == 2
     assert ckpt["meta"]["packages"]["torch"].startswith("2.13")
     rows = [json.loads(line) for line in (tmp_path / "loss_log.jsonl").read_text().splitlines()]
@@ -91,10 +92,10 @@ def test_killed_pretraining_resumes_bit_identical(tiny_index, test_config, tmp_p
     assert "resuming crosspoint from epoch" in rerun.stderr
     a = torch.load(full / "checkpoint.pth", weights_only=False)
     b = torch.load(killed / "checkpoint.pth", weights_only=False)
-    for part in ("model_state", "image_backbone"):
-        assert a[part].keys() == b[part].keys()
-        for k in a[part]:
-            assert torch.equal(a[part][k], b[part][k]), k
+    assert a["model_state"].keys() == b["model_state"].keys()
+    assert any(k.startswith("image_backbone.") for k in a["model_state"])
+    for k in a["model_state"]:
+        assert torch.equal(a["model_state"][k], b["model_state"][k]), k
     log_a = [json.loads(l) for l in (full / "loss_log.jsonl").read_text().splitlines()]
     log_b = [json.loads(l) for l in (killed / "loss_log.jsonl").read_text().splitlines()]
     assert log_a == log_b

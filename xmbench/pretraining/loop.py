@@ -295,10 +295,7 @@ class Pretrainer:
                 "config_hash": config_hash({"model": self.cfg["model"], "pretrain": self.cfg.get("pretrain")}),
                 "method_hash": config_hash(self.spec.spec), "index_sha256": sha256_file(self.index_path),
                 "train_seconds": seconds, **provenance()}
-        # the pre-image-half entry, still read by tests/test_pretraining.py; it holds the same tensor
-        # objects as model_state, so torch.save stores them once
-        legacy = {k[len("image_backbone."):]: v for k, v in state.items() if k.startswith("image_backbone.")}
-        ckpt = {"model_state": state, "image_backbone": legacy, "meta": meta}
+        ckpt = {"model_state": state, "meta": meta}
         path = self.out_dir / "checkpoint.pth"
         with atomic_path(path) as tmp:
             torch.save(ckpt, tmp)
