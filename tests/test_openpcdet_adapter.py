@@ -79,7 +79,8 @@ REFERENCE = {
 # Keys the adapter adds to DATA_CONFIG on top of the model config (they exist in OpenPCDet's
 # dataset config and are overridden here: paths, version, sweeps).
 ADDED_DATA_KEYS = {"nuscenes": {"DATA_PATH", "VERSION", "MAX_SWEEPS", "INFO_PATH", "BALANCED_RESAMPLING"},
-                   "waymo": {"POINT_CLOUD_RANGE", "DATA_PROCESSOR", "DATA_AUGMENTOR"}}
+                   "waymo": {"POINT_CLOUD_RANGE", "DATA_PROCESSOR", "DATA_AUGMENTOR", "DATA_PATH", "PROCESSED_DATA_TAG",
+                             "DATA_SPLIT", "SAMPLED_INTERVAL"}}
 # Augmentations the recipe does not have (the native engine adds no translation noise) are left out.
 NOT_IN_RECIPE = {"random_world_translation"}
 

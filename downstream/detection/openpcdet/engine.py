@@ -17,7 +17,10 @@ from xmbench.atomic import sha256_file
 from xmbench.detection.openpcdet import (_min_points, check_openpcdet, count_predictions, cycled_infos,
                                          db_class_counts, init_report, load_template, make_config, model_prefixes,
                                          nuscenes_infos, output_dir, read_results, run, run_tag, schedule_note,
-                                         train_command, write_config, write_gt_database, write_pickle)
+                                         train_command, write_config, write_gt_database, write_pickle,
+                                         write_waymo_gt_database as write_gt_waymo, write_waymo_sequence,
+                                         write_waymo_split)
+from xmbench.data.frames import index_format
 from xmbench.errors import BenchError
 from xmbench.finetune import FinetuneContext
 
@@ -43,10 +46,13 @@ def prepare(ctx: FinetuneContext, settings: dict) -> dict:
 
     root = Path(settings["root"]).expanduser().resolve()
     template = settings["template"]
-    if not template.startswith("nuscenes"):
-        raise BenchError(f"openpcdet: template '{template}' needs Waymo subset infos, which the adapter does not "
-                         "write yet; use a nuscenes_* template")
+    fmt = index_format(ctx.index)
+    if template.split("_")[0] != fmt:
+        raise BenchError(f"openpcdet.template '{template}' reads {template.split('_')[0]} datasets, not '{ctx.dataset}' "
+                         f"of format {fmt}; set openpcdet.template to a {fmt}_* template")
     tcfg = load_template(template)
+    if fmt == "waymo":
+        return prepare_waymo(ctx, settings, root, template, tcfg)
     class_names = list(tcfg["CLASS_NAMES"])
     work = ctx.out_dir.resolve() / "openpcdet"
     version = ctx.index["version"]
@@ -62,7 +68,6 @@ def prepare(ctx: FinetuneContext, settings: dict) -> dict:
     val_tokens = [f["token"] for f in ctx.index["frames"] if f["split"] == "val"]
     val_infos = nuscenes_infos(nusc, val_tokens, nsweeps, with_cam=with_cam)
     present = {str(n) for info in train_infos for n in info["gt_names"]}
-    missing = [c for c in class_names if c not in present]
     iterations, batch = int(ctx.recipe["iterations"]), int(ctx.recipe["batch_size"])
     epoch_infos = cycled_infos(train_infos, iterations, batch, ctx.seed)
     info_train = write_pickle(epoch_infos, work / f"nuscenes_infos_{nsweeps}sweeps_train.pkl")
@@ -83,15 +88,91 @@ def prepare(ctx: FinetuneContext, settings: dict) -> dict:
     cfg_file = write_config(cfg, work / "cfgs" / f"{template}.yaml")
     command = train_command(cfg_file, tag, batch, 1, gpus, ctx.init_checkpoint, int(settings["workers"]),
                             python=settings["python"])
-    groups = next((a.get("SAMPLE_GROUPS", []) for a in cfg["DATA_CONFIG"]["DATA_AUGMENTOR"]["AUG_CONFIG_LIST"]
-                   if a["NAME"] == "gt_sampling"), [])
-    record = {"openpcdet_tag": tag, "openpcdet_epochs": 1, "openpcdet_template": template,
-              "openpcdet_iterations": iterations, "openpcdet_batch_size": batch,
-              "openpcdet_schedule": schedule_note(ctx.recipe),
-              "split_missing_classes": missing, "gt_database": counts, "gt_sample_groups": groups}
+    record = _record(ctx, template, tag, class_names, present, counts, cfg)
     return {"root": root, "work": work, "cfg_file": cfg_file, "tag": tag, "command": command, "epochs": 1,
             "output_dir": output_dir(root, cfg_file, tag), "class_names": class_names, "record": record,
             "prefixes": model_prefixes(cfg)}
+
+
+def _record(ctx, template, tag, class_names, present, counts, cfg) -> dict:
+    groups = next((a.get("SAMPLE_GROUPS", []) for a in cfg["DATA_CONFIG"]["DATA_AUGMENTOR"]["AUG_CONFIG_LIST"]
+                   if a["NAME"] == "gt_sampling"), [])
+    return {"openpcdet_tag": tag, "openpcdet_epochs": 1, "openpcdet_template": template,
+            "openpcdet_iterations": int(ctx.recipe["iterations"]), "openpcdet_batch_size": int(ctx.recipe["batch_size"]),
+            "openpcdet_schedule": schedule_note(ctx.recipe),
+            "split_missing_classes": [c for c in class_names if c not in present], "gt_database": counts,
+            "gt_sample_groups": groups}
+
+
+def prepare_waymo(ctx: FinetuneContext, settings: dict, root: Path, template: str, tcfg: dict) -> dict:
+    """OpenPCDet's Waymo layout for the cell, from our converted frames: the split as one sequence
+    (its infos cycled to the recipe's steps), the val frames as another, the split's database."""
+    import pickle
+
+    class_names = list(tcfg["CLASS_NAMES"])
+    work = ctx.out_dir.resolve() / "openpcdet"
+    data_path = work / "waymo"
+    train_infos = write_waymo_sequence(ctx.index, ctx.labels, ctx.train_tokens, data_path, "xmb_train")
+    val_tokens = [f["token"] for f in ctx.index["frames"] if f["split"] == "val"]
+    val_infos = write_waymo_sequence(ctx.index, ctx.labels, val_tokens, data_path, "xmb_val")
+    iterations, batch = int(ctx.recipe["iterations"]), int(ctx.recipe["batch_size"])
+    write_waymo_split(data_path, "train", "xmb_train", cycled_infos(train_infos, iterations, batch, ctx.seed))
+    write_waymo_split(data_path, "val", "xmb_val", val_infos)
+    present = {str(n) for info in train_infos for n in info["annos"]["name"]}
+    db_info, counts = None, None
+    gts = _gt_sampling(tcfg)
+    if gts is not None:
+        db_info = write_gt_waymo(data_path, train_infos, work, class_names)
+        counts = db_class_counts(pickle.loads(db_info.read_bytes()), class_names, _min_points(gts))
+    gpus = int(settings["gpus"])
+    cfg = make_config(template, root, data_path, ctx.index.get("version", ""), ctx.model_cfg, None, None, db_info,
+                      ctx.recipe, 1, db_counts=counts, gpus=gpus)
+    ckpt_sha = sha256_file(ctx.init_checkpoint) if ctx.init_checkpoint else None
+    tag = run_tag(ctx.dataset, ctx.method, ctx.fraction, ctx.seed, ctx.recipe, ckpt_sha,
+                  getattr(ctx, "split_sha256", None) or ",".join(sorted(ctx.train_tokens)), template)
+    cfg_file = write_config(cfg, work / "cfgs" / f"{template}.yaml")
+    command = train_command(cfg_file, tag, batch, 1, gpus, ctx.init_checkpoint, int(settings["workers"]),
+                            python=settings["python"])
+    return {"root": root, "work": work, "cfg_file": cfg_file, "tag": tag, "command": command, "epochs": 1,
+            "output_dir": output_dir(root, cfg_file, tag), "class_names": class_names, "format": "waymo",
+            "record": _record(ctx, template, tag, class_names, present, counts, cfg), "prefixes": model_prefixes(cfg),
+            "val_tokens": val_tokens}
+
+
+WAYMO_EVAL_NOTE = ("scored by waymo_open_dataset's metric ops in the Waymo environment from OpenPCDet's predictions "
+                   "(result.pkl), as native Waymo cells are")
+
+
+def _finetune_waymo(ctx: FinetuneContext, plan: dict) -> dict:
+    """OpenPCDet trains and predicts; its Waymo evaluation needs TensorFlow and waymo_open_dataset in
+    OpenPCDet's environment, which the benchmark's main one cannot hold (TensorFlow 2.13 pins numpy
+    1.23), so its predictions are scored by the same metric ops in the Waymo environment."""
+    import pickle
+
+    from xmbench.detection.openpcdet import check_load, find_result_pkl, latest_train_log, parse_load, waymo_detections
+    from xmbench.detection.waymo_eval import evaluate_waymo
+
+    try:
+        run(plan["command"], plan["root"], plan["work"] / "openpcdet_stdout.log")
+    except BenchError as err:
+        if find_result_pkl(plan["output_dir"]) is None or not any(
+                m in str(err) for m in ("tensorflow", "waymo_open_dataset")):
+            raise
+    log = latest_train_log(plan["output_dir"])
+    if log is None:
+        raise BenchError(f"{plan['output_dir']}: no train_*.log; OpenPCDet did not start (see openpcdet_stdout.log)")
+    load = parse_load(log.read_text(errors="replace"), ctx.init_checkpoint) if ctx.init_checkpoint else None
+    check_load(load, ctx.init_checkpoint is not None, log)
+    result = find_result_pkl(plan["output_dir"])
+    if result is None:
+        raise BenchError(f"{plan['output_dir']}: no eval/eval_with_train/epoch_*/*/result.pkl; OpenPCDet's "
+                         f"evaluation after training did not run (see {log})")
+    val_frames = [f for f in ctx.index["frames"] if f["split"] == "val"]
+    dets = waymo_detections(pickle.loads(result.read_bytes()), plan["val_tokens"], plan["class_names"])
+    metrics = evaluate_waymo(ctx, val_frames, dets, plan["class_names"], plan["work"] / "eval")
+    metrics.update({"openpcdet_log": str(log), "openpcdet_result": str(result), "evaluation": WAYMO_EVAL_NOTE})
+    metrics.update(plan["record"])
+    return {"metrics": metrics, "init": init_report(load, ctx.init_checkpoint, plan["prefixes"])}
 
 
 def finetune(ctx: FinetuneContext) -> dict:
@@ -99,6 +180,8 @@ def finetune(ctx: FinetuneContext) -> dict:
     check_openpcdet(settings["root"])
     plan = prepare(ctx, settings)
     (plan["work"] / "command.txt").write_text(f"cd {plan['root'] / 'tools'} && {' '.join(plan['command'])}\n")
+    if plan.get("format") == "waymo":
+        return _finetune_waymo(ctx, plan)
     empty = False
     try:
         run(plan["command"], plan["root"], plan["work"] / "openpcdet_stdout.log")
