@@ -16,7 +16,14 @@ from xmbench.errors import BenchError
 FIXTURES = Path(__file__).parent / "fixtures" / "openpcdet"
 PAPER_MODEL = {"lidar": {"voxel_size": [0.075, 0.075, 0.2], "point_cloud_range": [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0],
                          "nsweeps": 10},
-               "image": {"resnet_depth": 50, "width": 64, "size": [704, 256]}}
+               # config/paper.yaml's image branch: BEVFusion's Swin-T, neck, lift and fuser
+               "image": {"arch": "swin", "size": [704, 256],
+                         "swin": {"embed_dims": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24],
+                                  "window_size": 7, "mlp_ratio": 4, "drop_path_rate": 0.2, "out_indices": [1, 2, 3]},
+                         "neck": {"channels": 256},
+                         "lift": {"channels": 80, "dbound": [1.0, 60.0, 0.5], "depth_bins": None,
+                                  "zbound": [-10.0, 10.0, 20.0], "downsample": 2},
+                         "fuser": {"channels": 256}}}
 RECIPE = {"iterations": 100, "batch_size": 4, "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 0.01},
           "augment": {"rotation_deg": 45.0, "scale": [0.9, 1.1], "flip": True}}
 
@@ -124,6 +131,16 @@ def test_generated_configs_have_the_real_configs_structure(template, tmp_path):
         if template == "nuscenes_centerpoint":
             gt = dc["DATA_AUGMENTOR"]["AUG_CONFIG_LIST"][0]
             assert gt["DB_INFO_PATH"] == [str(tmp_path / "db.pkl")]
+    if template == "nuscenes_bevfusion":
+        # the camera half derived from the paper's model.image is OpenPCDet's own bevfusion.yaml
+        assert model["IMAGE_BACKBONE"]["EMBED_DIMS"] == 96 and "INIT_CFG" not in model["IMAGE_BACKBONE"]
+        assert model["NECK"]["IN_CHANNELS"] == [192, 384, 768] and model["NECK"]["OUT_CHANNELS"] == 256
+        vt = model["VTRANSFORM"]
+        assert vt["IMAGE_SIZE"] == [256, 704] and vt["FEATURE_SIZE"] == [32, 88]
+        assert vt["XBOUND"] == [-54.0, 54.0, 0.3] and vt["YBOUND"] == [-54.0, 54.0, 0.3]
+        assert vt["DBOUND"] == [1.0, 60.0, 0.5] and vt["OUT_CHANNEL"] == 80 and vt["DOWNSAMPLE"] == 2
+        assert model["FUSER"] == {"NAME": "ConvFuser", "IN_CHANNEL": 336, "OUT_CHANNEL": 256}
+        assert dc["CAMERA_CONFIG"]["IMAGE"]["FINAL_DIM"] == [256, 704]
 
 
 def test_check_openpcdet_names_the_path_and_the_fix(tmp_path):

@@ -175,9 +175,51 @@ def _min_points(aug: dict) -> dict[str, int]:
     return out
 
 
+def _camera_branch(cfg: dict, model_cfg: dict, camera_wh: tuple[int, int] | None) -> None:
+    """BEVFusion's camera half from ``model.image`` (the Swin, neck, lift and fuser the benchmark
+    pretrains, keyed like OpenPCDet's), so that our image_backbone / neck / vtransform / fuser
+    tensors have the shapes OpenPCDet builds. The ImageNet INIT_CFG goes: the init is our checkpoint.
+
+    ``camera_wh``: the dataset's image size; the resize range maps it onto FINAL_DIM as OpenPCDet's
+    nuScenes range maps 1600 x 900 onto 704 x 256 (train 0.38-0.55 around 0.44, test 0.48)."""
+    from ..models.build import feature_hw, fuser_settings, image_hw, lift_bounds, lift_settings, neck_settings
+    from ..models.swin import SwinSettings
+
+    img = model_cfg["image"]
+    if img.get("arch", "resnet") != "swin":
+        raise BenchError("openpcdet template nuscenes_bevfusion: BEVFusion's image backbone is a Swin; set "
+                         "model.image.arch: swin (model.image.swin for its sizes)")
+    sw = SwinSettings.from_cfg(img.get("swin"))
+    m = cfg["MODEL"]
+    ib = m["IMAGE_BACKBONE"]
+    ib.update({"EMBED_DIMS": sw.embed_dims, "DEPTHS": list(sw.depths), "NUM_HEADS": list(sw.num_heads),
+               "WINDOW_SIZE": sw.window_size, "MLP_RATIO": sw.mlp_ratio, "DROP_PATH_RATE": sw.drop_path_rate,
+               "OUT_INDICES": list(sw.out_indices)})
+    ib.pop("INIT_CFG", None)
+    neck, lift, fuser = neck_settings(model_cfg), lift_settings(model_cfg), fuser_settings(model_cfg)
+    m["NECK"].update({"IN_CHANNELS": [sw.embed_dims * 2 ** i for i in sw.out_indices][-3:],
+                      "OUT_CHANNELS": neck["channels"]})
+    if lift.get("depth_bins") is not None:
+        raise BenchError("openpcdet template nuscenes_bevfusion: OpenPCDet's DepthLSSTransform takes its depth bins "
+                         "from DBOUND; set model.image.lift.depth_bins: null")
+    (h, w), (fh, fw) = image_hw(model_cfg), feature_hw(model_cfg)
+    xb, yb, zb = lift_bounds(model_cfg)
+    m["VTRANSFORM"].update({"IMAGE_SIZE": [h, w], "FEATURE_SIZE": [fh, fw], "IN_CHANNEL": neck["channels"],
+                            "OUT_CHANNEL": lift["channels"], "XBOUND": list(xb), "YBOUND": list(yb),
+                            "ZBOUND": list(zb), "DBOUND": list(lift["dbound"]), "DOWNSAMPLE": lift["downsample"]})
+    m["FUSER"].update({"IN_CHANNEL": lift["channels"] + 256, "OUT_CHANNEL": fuser["channels"]})
+    cam = cfg["DATA_CONFIG"]["CAMERA_CONFIG"]["IMAGE"]
+    cam["FINAL_DIM"] = [h, w]
+    if camera_wh is not None:
+        base = max(w / camera_wh[0], h / camera_wh[1])
+        cam["RESIZE_LIM_TRAIN"] = [round(base * 0.38 / 0.44, 4), round(base * 0.55 / 0.44, 4)]
+        cam["RESIZE_LIM_TEST"] = [round(base * 0.48 / 0.44, 4)] * 2
+        cam["RESIZE_LIM_TRAIN"][0] = max(cam["RESIZE_LIM_TRAIN"][0], round(base + 1e-3, 4))  # never below FINAL_DIM
+
+
 def make_config(template: str, root, data_path, version: str, model_cfg: dict, info_train: Path, info_val: Path,
                 db_info: Path | None, recipe: dict, epochs: int, *, db_counts: dict[str, int] | None = None,
-                gpus: int = 1) -> dict:
+                gpus: int = 1, camera_wh: tuple[int, int] | None = None) -> dict:
     """The run's OpenPCDet config: the template with our paths, geometry, the recipe's profile
     settings and the recipe's schedule filled in.
 
@@ -204,6 +246,8 @@ def make_config(template: str, root, data_path, version: str, model_cfg: dict, i
         dc["DATA_SPLIT"] = {"train": "train", "test": "val"}
         dc["SAMPLED_INTERVAL"] = {"train": 1, "test": 1}    # the infos are the split (cycled): every entry
     _set_processor(cfg, "transform_points_to_voxels", VOXEL_SIZE=[float(v) for v in lidar["voxel_size"]])
+    if "IMAGE_BACKBONE" in cfg["MODEL"]:
+        _camera_branch(cfg, model_cfg, camera_wh)
     aug_cfg = recipe.get("augment", {})
     augs = []
     for aug in dc["DATA_AUGMENTOR"]["AUG_CONFIG_LIST"]:

@@ -80,8 +80,14 @@ def prepare(ctx: FinetuneContext, settings: dict) -> dict:
 
         counts = db_class_counts(pickle.loads(db_info.read_bytes()), class_names, _min_points(gts))
     gpus = int(settings["gpus"])
+    camera_wh = None
+    if with_cam:
+        from PIL import Image
+
+        with Image.open(link / next(iter(val_infos[0]["cams"].values()))["data_path"]) as im:
+            camera_wh = im.size
     cfg = make_config(template, root, data_path, version, ctx.model_cfg, info_train, info_val, db_info,
-                      ctx.recipe, 1, db_counts=counts, gpus=gpus)
+                      ctx.recipe, 1, db_counts=counts, gpus=gpus, camera_wh=camera_wh)
     ckpt_sha = sha256_file(ctx.init_checkpoint) if ctx.init_checkpoint else None
     tag = run_tag(ctx.dataset, ctx.method, ctx.fraction, ctx.seed, ctx.recipe, ckpt_sha,
                   getattr(ctx, "split_sha256", None) or ",".join(sorted(ctx.train_tokens)), template)
@@ -175,9 +181,28 @@ def _finetune_waymo(ctx: FinetuneContext, plan: dict) -> dict:
     return {"metrics": metrics, "init": init_report(load, ctx.init_checkpoint, plan["prefixes"])}
 
 
+def check_camera_collate(settings: dict) -> None:
+    """OpenPCDet 0.6.0 (8cacccec) collates a camera item's ``img_process_infos`` with np.stack, which
+    numpy >= 1.24 refuses (OpenPCDet issue #1538): with the benchmark's own interpreter (numpy 1.26)
+    every BEVFusion cell would fail at its first batch, so the cell stops before it starts."""
+    import numpy as np
+
+    template = settings["template"]
+    if "IMAGE_BACKBONE" not in load_template(template)["MODEL"]:
+        return
+    if Path(settings["python"]).resolve() != Path(sys.executable).resolve():
+        return                                   # the user's own OpenPCDet environment: its numpy is its own
+    if tuple(int(v) for v in np.__version__.split(".")[:2]) >= (1, 24):
+        raise BenchError(f"openpcdet.template '{template}': OpenPCDet 0.6.0's camera collate (np.stack of "
+                         f"img_process_infos, OpenPCDet issue #1538) fails with numpy {np.__version__}; set "
+                         "$OPENPCDET_PYTHON to an OpenPCDet environment with numpy < 1.24 or whose OpenPCDet has "
+                         "the fix, or use nuscenes_centerpoint")
+
+
 def finetune(ctx: FinetuneContext) -> dict:
     settings = engine_settings(ctx)
     check_openpcdet(settings["root"])
+    check_camera_collate(settings)
     plan = prepare(ctx, settings)
     (plan["work"] / "command.txt").write_text(f"cd {plan['root'] / 'tools'} && {' '.join(plan['command'])}\n")
     if plan.get("format") == "waymo":
