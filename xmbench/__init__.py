@@ -10,3 +10,8 @@ import logging
 
 # torch.fx logs a deprecation notice each time spconv's modules are traced for their signature.
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+
+from . import spconv_cpu
+
+# spconv's CUDA kernel tables cost ~8.5 s of CPU per process at import; without CUDA none is used
+spconv_cpu.install()
