@@ -183,3 +183,8 @@ def test_waymo_cell_through_train_py(waymo_cell, tmp_path):
     assert m["openpcdet_iterations"] == ctx.recipe["iterations"] and m["openpcdet_template"] == "waymo_centerpoint"
     log = open(m["openpcdet_log"]).read()
     assert f"[   {ctx.recipe['iterations'] - 1}/{ctx.recipe['iterations']}" in log
+    # the real traceback of OpenPCDet's stopped Waymo evaluation, read as the engine reads failures
+    from xmbench.detection.openpcdet import error_line
+
+    out = (tmp_path / "cell" / "openpcdet" / "openpcdet_stdout.log").read_text()
+    assert error_line(out) == "ModuleNotFoundError: No module named 'tensorflow'"
