@@ -51,6 +51,7 @@ wildcard_constraints:
     engine="|".join(sorted(set(PLAN.engines.values()))),
     frac="|".join(PLAN.fractions),
     draw=grid.DRAW_WILDCARD,  # '' for draw 0, '-draw<k>' otherwise (split.draws)
+    track=grid.TRACK_WILDCARD,  # '' for the methods' own schedules, '-budget' (pretrain.budget)
     seed=r"\d+",
 
 
@@ -140,13 +141,14 @@ rule pretrain:
     input:
         index=rules.build_index.output.index,
     output:
-        record=f"{R}/{{dataset}}/pretrain/{{method}}/pretrain.json",
+        record=f"{R}/{grid.PRETRAIN_RECORD}",
     log:
         f"{R}/{PRETRAIN_LOG}",
     params:
         config=CONFIG_JSON,
         out_dir=lambda wc, output: Path(output.record).parent,
         spec=lambda wc: PLAN.params("pretrain", wc),
+        track=lambda wc: grid.track_of_tag(wc.track),
         code=lambda wc: codehash.pretrain_code(wc.method),  # method folder + harness + what they import
     threads: CFG["threads"]
     resources:
@@ -154,10 +156,10 @@ rule pretrain:
     conda:
         conda_env(PLAN, "pretrain")
     benchmark:
-        f"{R}/benchmarks/pretrain/{{dataset}}_{{method}}.tsv"
+        f"{R}/benchmarks/pretrain/{{dataset}}_{{method}}{{track}}.tsv"
     shell:
         f"{CLI} pretrain --config {{params.config}} --dataset {{wildcards.dataset}} --method {{wildcards.method}} "
-        "--index {input.index} --out-dir {params.out_dir} --record {output.record} > {log} 2>&1"
+        "--track {params.track} --index {input.index} --out-dir {params.out_dir} --record {output.record} > {log} 2>&1"
 
 
 rule finetune:
@@ -165,8 +167,8 @@ rule finetune:
         index=rules.build_index.output.index,
         labels=rules.build_index.output.labels,
         split=rules.label_split.output[0],
-        pretrain=lambda wc: (expand(rules.pretrain.output.record, dataset=wc.dataset, method=wc.method)
-                             if PLAN.pretrains(wc.method) else []),
+        pretrain=lambda wc: (expand(rules.pretrain.output.record, dataset=wc.dataset, method=wc.method,
+                                    track=wc.track) if PLAN.pretrains(wc.method) else []),
     output:
         metrics=f"{R}/{grid.METRICS}",
     log:
@@ -175,6 +177,7 @@ rule finetune:
         config=CONFIG_JSON,
         fraction=lambda wc: PLAN.fractions[wc.frac],
         draw=lambda wc: grid.draw_of_tag(wc.draw),
+        track=lambda wc: grid.track_of_tag(wc.track),
         out_dir=lambda wc, output: Path(output.metrics).parent,
         pretrain_arg=lambda wc, input: f"--pretrain {input.pretrain}" if input.pretrain else "",
         recipe=lambda wc: PLAN.params("finetune", wc),
@@ -190,7 +193,7 @@ rule finetune:
     shell:
         f"{CLI} finetune --config {{params.config}} --dataset {{wildcards.dataset}} --task {{wildcards.task}} "
         "--engine {wildcards.engine} --method {wildcards.method} --fraction {params.fraction} "
-        "--draw {params.draw} --seed {wildcards.seed} --index {input.index} --labels {input.labels} --split {input.split} "
+        "--draw {params.draw} --track {params.track} --seed {wildcards.seed} --index {input.index} --labels {input.labels} --split {input.split} "
         "{params.pretrain_arg} --out-dir {params.out_dir} > {log} 2>&1"
 
 

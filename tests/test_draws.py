@@ -241,9 +241,12 @@ def test_cli_writes_each_draw_and_records_the_draw(tmp_path, test_config, monkey
         assert read_split(out)[0] == labelled_subset(index["frames"], split, "d", 0.1, draw)
     assert read_split(tmp_path / "10pct.txt")[1] != read_split(tmp_path / "10pct-draw1.txt")[1]
 
-    def fake_run(task, engine, cfg, dataset, method, fraction, seed, *a, **k):  # the engine's record, no draw
+    seen = {}
+
+    def fake_run(task, engine, cfg, dataset, method, fraction, seed, *a, **k):  # what the CLI hands over
+        seen.update(k)
         rec = {"status": "ok", "dataset": dataset, "task": task.name, "method": method, "fraction": fraction,
-               "seed": seed}
+               "draw": k["draw"], "seed": seed, "track": k["track"]}
         write_json(a[4] / "metrics.json", rec)  # index, labels, split, pretrain, out_dir
         return rec
 
@@ -252,6 +255,7 @@ def test_cli_writes_each_draw_and_records_the_draw(tmp_path, test_config, monkey
     assert main(["finetune", "--config", str(tmp_path / "config.json"), "--dataset", "d", "--task", "segmentation",
                  "--method", "scratch", "--index", "i", "--labels", "l", "--split", "s", "--out-dir", str(cell),
                  "--fraction", "0.1", "--seed", "2", "--draw", "1", "--device", "cpu"]) == 0
+    assert seen["draw"] == 1 and seen["track"] == "own"
     rec = json.loads((cell / "metrics.json").read_text())
     assert rec["draw"] == 1 and list(rec)[list(rec).index("fraction") + 1] == "draw"
 

@@ -99,7 +99,13 @@ def test_paper_protocol_plans_every_detection_task(tmp_path):
     for task in ("detection", "fusion_detection", "camera_detection"):
         fracs = {p[4] for p in planned if p[1] == task}
         assert {"0.5pct", "1pct", "2.5pct", "5pct"} <= fracs
-        assert {p[3] for p in planned if p[1] == task} == set(cfg["methods"])
+        assert {p[3] for p in planned if p[1] == task and "-" not in p[3]} == set(cfg["methods"])
+        # both tracks: the budget track has every pretrained method and no scratch of its own
+        assert {p[3] for p in planned if p[1] == task and "-" in p[3]} == {
+            f"{m}-budget" for m in cfg["methods"] if m != "scratch"}
+    pretrain = {line.split("--out-dir ")[1].split()[0].split("/")[-1]
+                for line in out.stdout.splitlines() if "xmbench.cli pretrain" in line}
+    assert pretrain == {f"{m}{t}" for m in cfg["methods"] if m != "scratch" for t in ("", "-budget")}
     # 3 draws x 3 seeds at the small fractions, one draw above
     for frac, draws in (("1pct", 3), ("5pct", 3), ("10pct", 1), ("100pct", 1)):
         runs = {p[4:] for p in planned if p[1] == "segmentation" and p[3] == "scratch"

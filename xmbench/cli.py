@@ -107,10 +107,10 @@ def cmd_pretrain(a) -> None:
     spec = load_method(a.method)
     from .provenance import provenance
 
-    record = {"method": a.method, "dataset": a.dataset, "status": "ok", "reason": None, "checkpoint": None,
+    record = {"method": a.method, "dataset": a.dataset, "track": a.track, "status": "ok", "reason": None, "checkpoint": None,
               "provenance": provenance()}
     try:
-        ckpt = Pretrainer(spec, cfg, Path(a.index), Path(a.out_dir), device=_device(a.device)).run()
+        ckpt = Pretrainer(spec, cfg, Path(a.index), Path(a.out_dir), device=_device(a.device), track=a.track).run()
         # relative to the record, so a copied results folder finetunes from its own checkpoint
         record.update(checkpoint=os.path.relpath(Path(ckpt).resolve(), Path(a.record).resolve().parent),
                       checkpoint_sha256=sha256_file(ckpt))
@@ -132,13 +132,7 @@ def cmd_finetune(a) -> None:
     cfg = _cfg(a.config)
     rec = run_finetune(load_task(a.task), a.engine, cfg, a.dataset, a.method, a.fraction, a.seed,
                        Path(a.index), Path(a.labels), Path(a.split), Path(a.pretrain) if a.pretrain else None,
-                       Path(a.out_dir), device=_device(a.device))
-    if rec.get("draw") != a.draw:  # the record names its whole cell (xmbench.grid.FIELDS), draw included
-        from .atomic import write_json
-
-        rec = {k2: v2 for k, v in rec.items() if k != "draw"
-               for k2, v2 in (((k, v), ("draw", a.draw)) if k == "fraction" else ((k, v),))}
-        write_json(Path(a.out_dir) / "metrics.json", rec)
+                       Path(a.out_dir), device=_device(a.device), draw=a.draw, track=a.track)
     if rec["status"] != "ok":
         print(f"finetuning failed: {rec['reason']}", file=sys.stderr)
 
@@ -218,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     for opt in ("--config", "--dataset", "--method", "--index", "--out-dir", "--record"):
         s.add_argument(opt, required=True)
     s.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU")
+    s.add_argument("--track", default="own", choices=("own", "budget"),
+                   help="own: the method's schedule; budget: pretrain.budget.frames frames, as every method")
     s.set_defaults(fn=cmd_pretrain)
     s = sub.add_parser("finetune")
     for opt in ("--config", "--dataset", "--task", "--method", "--index", "--labels", "--split", "--out-dir"):
@@ -225,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--fraction", type=float, required=True)
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--draw", type=int, default=0, help="the cell's draw of the labelled subset (split.draws)")
+    s.add_argument("--track", default="own", choices=("own", "budget"),
+                   help="the pretraining track of the checkpoint (pretrain.budget)")
     s.add_argument("--pretrain", default=None)
     s.add_argument("--engine", default=None)
     s.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU")

@@ -5,28 +5,45 @@ a finetuning cell costs the task's per-profile budget scaled by its iterations a
 """
 from __future__ import annotations
 
-from .grid import draws_at
+from .grid import draws_at, pretrained_methods, tracks
 from .methods import load_method
 from .tasks import load_task
+
+# training frames of the real releases (nuScenes v1.0-trainval train, Waymo v1.4 training), which set
+# how many epochs the budget track's frames are; a generated dataset's own size is known only at run time
+TRAIN_FRAMES = {("nuscenes", "v1.0-trainval"): 28130, ("waymo", "v1.4.2"): 158081}
+
+
+def _budget_scale(cfg: dict, ds: dict, spec) -> float:
+    """The budget track's share of a method's own pretraining (its yaml's hours are for its own epochs)."""
+    frames = TRAIN_FRAMES.get((ds["format"], ds.get("version")))
+    if frames is None:
+        return 1.0
+    from .pretraining.loop import budget_epochs
+
+    own = cfg["pretrain"].get("epochs") or spec.value("schedule", "epochs")
+    return budget_epochs(cfg["pretrain"]["budget"]["frames"], frames) / own
 
 
 def cost_rows(cfg: dict) -> list[dict]:
     rows = []
     for dataset, ds in cfg["datasets"].items():
-        for name in cfg["methods"]:
-            spec = load_method(name)
-            if not spec.pretrains:
-                continue
-            res = cfg["pretrain"].get("resources") or spec.spec["resources"]
-            rows.append({"stage": "pretrain", "dataset": dataset, "task": "-", "method": name, "fraction": "-",
-                         "jobs": 1, "gpus_per_job": res["gpus"], "gpu_hours": res["gpus"] * res["hours"]})
+        for track in tracks(cfg):
+            for name in pretrained_methods(cfg):
+                spec = load_method(name)
+                res = cfg["pretrain"].get("resources") or spec.spec["resources"]
+                scale = 1.0 if track == "own" else _budget_scale(cfg, ds, spec)
+                rows.append({"stage": "pretrain", "dataset": dataset, "task": "-",
+                             "method": name if track == "own" else f"{name} ({track})", "fraction": "-",
+                             "jobs": 1, "gpus_per_job": res["gpus"], "gpu_hours": res["gpus"] * res["hours"] * scale})
         for task_name in cfg["tasks"]:
             task = load_task(task_name)
             res = task.spec["resources"][ds["recipe_profile"]]
             full = task.spec["recipes"][ds["recipe_profile"]]["iterations_full"]
             for fraction in cfg["fractions"]:
                 iters = task.recipe(ds["recipe_profile"], fraction)["iterations"]
-                jobs = len(cfg["methods"]) * len(cfg["seeds"]) * len(draws_at(cfg, fraction))  # a cell per draw
+                methods = len(cfg["methods"]) + (len(pretrained_methods(cfg)) if len(tracks(cfg)) > 1 else 0)
+                jobs = methods * len(cfg["seeds"]) * len(draws_at(cfg, fraction))  # a cell per draw and track
                 rows.append({"stage": "finetune", "dataset": dataset, "task": task_name, "method": "all",
                              "fraction": fraction, "jobs": jobs, "gpus_per_job": res["gpus"],
                              "gpu_hours": jobs * res["gpus"] * res["hours"] * iters / full})

@@ -22,7 +22,7 @@ from .errors import BenchError
 # Job logs beside the benchmark records, one per job (Snakemake's `log:`); a cell's is named as its
 # benchmark record is (xmbench.grid owns that name), so the two cannot disagree on the wildcards.
 FINETUNE_LOG = grid.BENCHMARK.replace("benchmarks/", "logs/", 1).removesuffix(".tsv") + ".log"
-PRETRAIN_LOG = "logs/pretrain/{dataset}_{method}.log"
+PRETRAIN_LOG = "logs/pretrain/{dataset}_{method}{track}.log"
 RESOURCE_KEYS = ("cpus_per_task", "mem_mb", "runtime", "gres", "slurm_partition", "slurm_account")
 CONTROLLER_TIMEOUT_S = 3
 
@@ -73,7 +73,9 @@ class Plan:
         if rule == "label_split":
             return config_hash([cfg["split"], codehash.command_code("split")])
         if rule == "pretrain":
-            return config_hash([self.methods[wc.method].spec, cfg["model"], cfg["pretrain"]])
+            track = grid.track_of_tag(wc.track)  # the budget enters only the budget track's jobs
+            pretrain = {k: v for k, v in cfg["pretrain"].items() if k != "budget" or track == "budget"}
+            return config_hash([self.methods[wc.method].spec, cfg["model"], pretrain, track])
         if rule == "finetune":
             return config_hash(self.recipe(wc))
         raise KeyError(rule)
@@ -83,7 +85,8 @@ class Plan:
         return Path(self.results) / Path(FINETUNE_LOG).parent / f"{cell.benchmark_name}.log"
 
     def pretrain_log(self, dataset: str, method: str) -> Path:
-        return Path(self.results) / PRETRAIN_LOG.format(dataset=dataset, method=method)
+        """``method``: the pretraining's folder name (``clap``, ``clap-budget``)."""
+        return Path(self.results) / PRETRAIN_LOG.format(dataset=dataset, method=method, track="")
 
     def summary(self, dag=None) -> None:
         """The end-of-run block of failed jobs (xmbench.failures); under strict, a non-zero exit.
@@ -95,7 +98,8 @@ class Plan:
 
         from . import failures
 
-        pretrained = {d: [m for m in self.cfg["methods"] if self.pretrains(m)] for d in self.cfg["datasets"]}
+        pretrained = {d: [m + grid.track_tag(tr) for tr in grid.tracks(self.cfg) for m in self.cfg["methods"]
+                          if self.pretrains(m)] for d in self.cfg["datasets"]}
         cells = self.cells
         if dag is not None:
             planned = {os.path.normpath(str(f)) for job in dag.jobs for f in job.output}

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import grid
 from .records import wrong_cell
 
 MAX_LINES = 40  # beyond this, cells failing for the same reason are counted, not listed
@@ -31,8 +32,9 @@ def _traceback(folder: Path) -> str:
 
 
 def pretrain_record(results: str | Path, dataset: str, method: str) -> Path:
-    """Where a pretraining run's record is (the pretrain rule's output)."""
-    return Path(results) / dataset / "pretrain" / method / "pretrain.json"
+    """Where a pretraining run's record is (the pretrain rule's output); ``method`` is the folder name,
+    the track's tag included (``clap-budget``)."""
+    return grid.pretrain_record(results, dataset, method)
 
 
 def failed_jobs(results: str | Path, cells, pretraining: dict[str, list[str]], log_of=None) -> list[tuple[str, str]]:
@@ -54,7 +56,8 @@ def failed_jobs(results: str | Path, cells, pretraining: dict[str, list[str]], l
     for cell in cells:
         path = cell.metrics_path(results)
         rec, err = _read(path)
-        what = f"finetune {cell.dataset}/{cell.task}/{cell.engine}/{cell.method}/{cell.tag}/seed{cell.seed}"
+        what = (f"finetune {cell.dataset}/{cell.task}/{cell.engine}/{cell.method}{grid.track_tag(cell.track)}/"
+                f"{cell.split_tag}/seed{cell.seed}")
         if err:
             log = f"; log: {log_of('finetune', cell=cell)}" if log_of else ""
             out.append((what, f"{path}: {err}{log}"))

@@ -139,8 +139,11 @@ def _peak_memory_mb() -> float:
 
 def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, method: str, fraction: float,
                  seed: int, index_path: Path, labels_path: Path, split_path: Path, pretrain_record: Path | None,
-                 out_dir: Path, device: str = "cpu") -> dict:
-    """Run one cell of the grid and always leave a metrics.json (status ok or failed with the reason)."""
+                 out_dir: Path, device: str = "cpu", draw: int = 0, track: str = "own") -> dict:
+    """Run one cell of the grid and always leave a metrics.json (status ok or failed with the reason).
+
+    The record names its whole cell (xmbench.grid.FIELDS, draw and pretraining track included), which
+    the leaderboard checks against the folder it sits in."""
     out_dir = Path(out_dir)
     t0 = time.time()
     recipe = task.recipe(cfg["datasets"][dataset]["recipe_profile"], fraction)
@@ -148,7 +151,7 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
     fmt = cfg["datasets"][dataset]["format"]
     primary = task.primary_metric(fmt)
     record = {"status": "ok", "reason": None, "dataset": dataset, "task": task.name, "engine": engine_name,
-              "method": method, "fraction": fraction, "seed": seed,
+              "method": method, "fraction": fraction, "draw": int(draw), "seed": seed, "track": track,
               "primary_metric": {**{k: primary[k] for k in ("name", "unit")}, "value": None},
               "metrics": {}, "recipe": recipe, "recipe_hash": recipe_hash(recipe)}
     prov = {"config_hash": config_hash({"model": cfg["model"], "dataset": cfg["datasets"][dataset]}),

@@ -1,6 +1,6 @@
 """The run grid: one owner for which cells a config asks for and where each cell's files live.
 
-A cell is (dataset, task, engine, method, fraction, draw, seed). The Snakefile plans it, the finetune
+A cell is (dataset, task, engine, method, fraction, draw, seed, track). The Snakefile plans it, the finetune
 entry point runs it and the leaderboard expects it; all three go through this module, so a cell's
 engine, its folder and its fraction's spelling cannot disagree between them (they did once: the
 leaderboard assumed each task's default engine and marked every `openpcdet` cell missing).
@@ -9,6 +9,12 @@ A fraction has three spellings and no others: the float (0.005), the path tag ("
 label a table shows ("0.5%"). A draw (one labelled subset of a fraction; `split.draws`) is spelled
 "" in paths for draw 0 and "-draw<k>" otherwise, so a config with one draw per fraction keeps the
 folders it had before draws existed (`1pct/seed0`), and draw 2 of 1 % is `1pct-draw2/seed0`.
+
+A track is a pretraining schedule: `own` (each method's own, from its method.yaml; the only track
+unless `pretrain.budget` is set) and `budget` (every method sees the same number of frames, so a
+gain cannot be a longer schedule). It is spelled "" in paths for `own` and "-budget" after the
+method's folder (`clap-budget`), which no method name can contain. `scratch` pretrains nothing, so
+it has no budget cells: its `own` cells are the baseline of both tracks' tables.
 """
 from __future__ import annotations
 
@@ -19,12 +25,15 @@ from pathlib import Path
 from .errors import BenchError
 
 # <results>/<dataset>/<task>/<engine>/<method>/<tag><draw>/seed<k>/metrics.json, as Snakemake wildcards
-CELL_DIR = "{dataset}/{task}/{engine}/{method}/{frac}{draw}/seed{seed}"
+CELL_DIR = "{dataset}/{task}/{engine}/{method}{track}/{frac}{draw}/seed{seed}"
 METRICS = CELL_DIR + "/metrics.json"
-BENCHMARK = "benchmarks/finetune/{dataset}_{task}_{engine}_{method}_{frac}{draw}_seed{seed}.tsv"
+BENCHMARK = "benchmarks/finetune/{dataset}_{task}_{engine}_{method}{track}_{frac}{draw}_seed{seed}.tsv"
+PRETRAIN_RECORD = "{dataset}/pretrain/{method}{track}/pretrain.json"
 SPLIT_FILE = "{dataset}/splits/{frac}{draw}.txt"   # one labelled subset: the label_split rule's output
 TUNE_FILE = "{dataset}/splits/tune.txt"            # train scenes held out for tuning (split.tune)
-FIELDS = ("dataset", "task", "engine", "method", "fraction", "draw", "seed")
+FIELDS = ("dataset", "task", "engine", "method", "fraction", "draw", "seed", "track")
+TRACKS = ("own", "budget")
+TRACK_WILDCARD = "(-budget)?"           # the {track} wildcard's values: empty for the own track
 DRAW_WILDCARD = "(-draw[1-9][0-9]*)?"   # the {draw} wildcard's values: empty for draw 0
 _DRAW_TAG = re.compile(r"-draw([1-9][0-9]*)")
 
@@ -62,6 +71,32 @@ def draw_of_tag(tag: str) -> int:
     if not m:
         raise ValueError(f"'{tag}' is not a draw tag (e.g. '-draw1', or '' for draw 0)")
     return int(m.group(1))
+
+
+def track_tag(track: str) -> str:
+    """A track's spelling after the method's folder: '' for the method's own schedule."""
+    if track not in TRACKS:
+        raise ValueError(f"unknown track '{track}' (known: {', '.join(TRACKS)})")
+    return "" if track == "own" else f"-{track}"
+
+
+def track_of_tag(tag: str) -> str:
+    """The inverse of :func:`track_tag`."""
+    track = tag.removeprefix("-") if tag else "own"
+    if track not in TRACKS or (tag and not tag.startswith("-")) or track_tag(track) != tag:
+        raise ValueError(f"'{tag}' is not a track tag (e.g. '-budget', or '' for the own track)")
+    return track
+
+
+def tracks(cfg: dict) -> list[str]:
+    """The pretraining tracks a config runs: the methods' own schedules, and the equal frame budget
+    when `pretrain.budget` is set."""
+    return ["own"] + (["budget"] if (cfg.get("pretrain") or {}).get("budget") else [])
+
+
+def pretrain_record(results_dir: str | Path, dataset: str, method: str, track: str = "own") -> Path:
+    """Where a pretraining run's record is (the pretrain rule's output)."""
+    return Path(results_dir) / PRETRAIN_RECORD.format(dataset=dataset, method=method, track=track_tag(track))
 
 
 def split_tag(fraction: float, draw: int = 0) -> str:
@@ -110,6 +145,7 @@ class Cell:
     fraction: float
     draw: int
     seed: int
+    track: str = "own"
 
     @property
     def tag(self) -> str:
@@ -123,7 +159,7 @@ class Cell:
 
     def _fill(self, pattern: str) -> str:
         return pattern.format(dataset=self.dataset, task=self.task, engine=self.engine, method=self.method,
-                              frac=self.tag, draw=draw_tag(self.draw), seed=self.seed)
+                              frac=self.tag, draw=draw_tag(self.draw), seed=self.seed, track=track_tag(self.track))
 
     def split_path(self, results_dir: str | Path) -> Path:
         return Path(results_dir) / self._fill(SPLIT_FILE)
@@ -151,17 +187,18 @@ class Cell:
         parts = Path(path).parts
         if len(parts) < 7 or parts[-1] != "metrics.json" or not parts[-2].startswith("seed"):
             return None
-        d, t, e, m, tag, seed = parts[-7:-1]
+        d, t, e, folder, tag, seed = parts[-7:-1]
+        method, dash, track = folder.partition("-")
         try:
             fraction, draw = parse_split_tag(tag)
-            return cls(d, t, e, m, fraction, draw, int(seed.removeprefix("seed")))
+            return cls(d, t, e, method, fraction, draw, int(seed.removeprefix("seed")), track_of_tag(dash + track))
         except ValueError:
             return None
 
 
 def metrics_glob() -> str:
     """Every cell's metrics.json under a results folder, for a folder read without its config."""
-    return METRICS.format(dataset="*", task="*", engine="*", method="*", frac="*", draw="", seed="*")
+    return METRICS.format(dataset="*", task="*", engine="*", method="*", frac="*", draw="", seed="*", track="")
 
 
 def engine_of(cfg: dict, task: str, spec: dict | None = None) -> str:
@@ -183,12 +220,27 @@ def task_engines(cfg: dict, specs: dict[str, dict] | None = None) -> dict[str, s
     return {t: engine_of(cfg, t, specs.get(t)) for t in cfg["tasks"]}
 
 
+def pretrained_methods(cfg: dict) -> list[str]:
+    """The config's methods that have a pretraining job (every one but `scratch`-like yamls)."""
+    from .methods import load_method
+
+    return [m for m in cfg["methods"] if load_method(m).pretrains]
+
+
+def pretrainings(cfg: dict) -> list[tuple[str, str, str]]:
+    """Every pretraining job: (dataset, method, track)."""
+    methods = pretrained_methods(cfg)
+    return [(d, m, tr) for d in cfg["datasets"] for tr in tracks(cfg) for m in methods]
+
+
 def cells(cfg: dict, specs: dict[str, dict] | None = None) -> list[Cell]:
     """Every cell the config asks for, in a fixed order: the only enumeration of the grid."""
     check_draws(cfg)
     engines = task_engines(cfg, specs)
-    return [Cell(d, t, engines[t], m, float(f), int(k), int(s))
-            for d in cfg["datasets"] for t in cfg["tasks"] for m in cfg["methods"]
+    pretrained = set(pretrained_methods(cfg)) if len(tracks(cfg)) > 1 else set()
+    return [Cell(d, t, engines[t], m, float(f), int(k), int(s), tr)
+            for tr in tracks(cfg) for d in cfg["datasets"] for t in cfg["tasks"] for m in cfg["methods"]
+            if tr == "own" or m in pretrained
             for f in cfg["fractions"] for k in draws_at(cfg, f) for s in cfg["seeds"]]
 
 
@@ -197,6 +249,11 @@ def splits(cfg: dict) -> list[tuple[str, float, int]]:
     return [(d, float(f), int(k)) for d in cfg["datasets"] for f in cfg["fractions"] for k in draws_at(cfg, f)]
 
 
+def table_name(dataset: str, task: str, track: str = "own") -> str:
+    """A table's file stem: one per (dataset, task, track); a run gives each task one engine, so no
+    engine suffix; the two tracks never share a table."""
+    return f"{dataset}_{task}{track_tag(track).replace('-', '_')}"
+
+
 def table_names(cfg: dict) -> list[str]:
-    """The stem of each (dataset, task) table; a run gives each task one engine, so no engine suffix."""
-    return [f"{d}_{t}" for d in cfg["datasets"] for t in cfg["tasks"]]
+    return [table_name(d, t, tr) for tr in tracks(cfg) for d in cfg["datasets"] for t in cfg["tasks"]]

@@ -378,6 +378,9 @@ RUN_COLUMNS = {
     "fraction": "the labelled share of the training frames (0.01 = 1 %)",
     "draw": "which labelled subset of that fraction (split.draws; 0 = the one a one-draw config has)",
     "seed": "the finetuning seed (initialisation of the new layers, batch order, augmentation)",
+    "track": ("the pretraining schedule of the checkpoint: own (the method's own, method.yaml) or budget "
+              "(pretrain.budget.frames frames for every method); tables never mix the two, and scratch's own "
+              "rows are the baseline of both"),
     "status": "ok, failed (the run raised; see reason) or missing (no metrics.json: the job did not run)",
     "reason": "why a run failed or is missing, with what to do",
     "primary_metric": "the task's ranking metric (task.yaml primary_metric, e.g. mIoU, NDS, mAPH L2)",

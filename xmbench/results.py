@@ -37,10 +37,10 @@ import pandas as pd
 from . import stats
 from .atomic import atomic_path, write_text
 from .errors import BenchError
-from .grid import Cell, cells, fraction_label, metrics_glob
+from .grid import Cell, cells, fraction_label, metrics_glob, table_name, track_tag
 
-ID = ["dataset", "task", "engine", "method", "fraction", "draw", "seed"]
-GROUP = ["dataset", "task", "engine"]
+ID = ["dataset", "task", "engine", "method", "fraction", "draw", "seed", "track"]
+GROUP = ["dataset", "task", "engine", "track"]   # the pretraining tracks never share a table
 STATUSES = ("ok", "failed", "missing")
 BASELINE = "scratch"
 FRONT = ID + ["status", "reason", "primary_metric", "primary_unit", "primary_value"]
@@ -56,7 +56,7 @@ def _key(rec: dict) -> tuple:
     return (rec.get("dataset"), rec.get("task"), rec.get("engine"), rec.get("method"),
             _frac_key(rec["fraction"]) if rec.get("fraction") is not None else None,
             int(rec.get("draw") or 0),
-            int(rec["seed"]) if rec.get("seed") is not None else None)
+            int(rec["seed"]) if rec.get("seed") is not None else None, rec.get("track") or "own")
 
 
 def expected_grid(cfg: dict, results_dir: str | Path | None = None) -> list[dict]:
@@ -278,7 +278,8 @@ def finetune_benchmarks(out_dir: Path) -> dict[str, Path]:
 
 
 def pretrain_costs(out_dir: Path, dataset: str, methods) -> dict[str, dict]:
-    """Cost of each method's pretraining job: Snakemake's benchmark TSV and pretrain.json's cost."""
+    """Cost of each method's pretraining job: Snakemake's benchmark TSV and pretrain.json's cost.
+    ``methods`` are pretraining folder names (``clap``, ``clap-budget`` for the budget track)."""
     out = {}
     for m in methods:
         if m == BASELINE:
@@ -316,6 +317,7 @@ def load_runs(paths, expected: list[dict] | None = None, out_dir: str | Path | N
     if columns:
         # a record written before draws existed is of draw 0, the only subset there was
         columns["draw"] = [0 if d is None else d for d in columns["draw"]]
+        columns["track"] = [t or "own" for t in columns["track"]]  # and before tracks, the own schedules
         _trust_folders(columns)
     extra_rows = []
     for path, err in failures:
@@ -328,8 +330,8 @@ def load_runs(paths, expected: list[dict] | None = None, out_dir: str | Path | N
                                "reason": f"{path}: {err or 'not a JSON object'}; delete the folder to re-run"})
     seen: set = set()
     if expected:
-        seen = {(d, t, e, m, _frac_key(f) if f is not None else None, int(k or 0), int(s) if s is not None else None)
-                for d, t, e, m, f, k, s in zip(*(columns[k] for k in ID))} if columns else set()
+        seen = {(d, t, e, m, _frac_key(f) if f is not None else None, int(k or 0), int(s) if s is not None else None,
+                 tr or "own") for d, t, e, m, f, k, s, tr in zip(*(columns[k] for k in ID))} if columns else set()
         seen |= {_key(r) for r in extra_rows if all(r.get(k) is not None for k in ID)}
     for e in expected:
         if _key(e) not in seen:
@@ -348,6 +350,7 @@ def load_runs(paths, expected: list[dict] | None = None, out_dir: str | Path | N
     df["primary_value"] = pd.to_numeric(df["primary_value"], errors="coerce")
     df.loc[df["status"] != "ok", "primary_value"] = np.nan
     df["draw"] = pd.to_numeric(df["draw"], errors="coerce").fillna(0).astype(int)
+    df["track"] = df["track"].fillna("own")
     for c in ("cost.wall_seconds", "cost.peak_memory_mb", "cost.gpu_hours"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["cost.source"] = np.where(df["cost.wall_seconds"].notna(), "engine", None)
@@ -383,8 +386,8 @@ def _add_benchmark_costs(df: pd.DataFrame, out_dir: Path) -> None:
     tsvs = finetune_benchmarks(out_dir)
     if tsvs:
         bs, brss = [], []
-        for d, t, e, m, f, k, s in zip(*(df[c] for c in ID)):
-            name = (Cell(d, t, e, m, f, int(k or 0), s).benchmark_name if f is not None and f == f
+        for d, t, e, m, f, k, s, tr in zip(*(df[c] for c in ID)):
+            name = (Cell(d, t, e, m, f, int(k or 0), s, tr).benchmark_name if f is not None and f == f
                     else f"{d}_{t}_{e}_{m}_{f}_seed{s}")
             b = _read_tsv_row(tsvs[name]) if name in tsvs else {}
             bs.append(b.get("s", math.nan))
@@ -397,11 +400,13 @@ def _add_benchmark_costs(df: pd.DataFrame, out_dir: Path) -> None:
         df.loc[mem_missing, "cost.peak_memory_mb"] = df.loc[mem_missing, "benchmark.max_rss_mb"]
     pcols = {"pretrain.wall_seconds": [], "pretrain.gpu_hours": []}
     cache: dict = {}
-    for d, m in zip(df["dataset"], df["method"]):
-        if (d, m) not in cache:
-            cache[(d, m)] = pretrain_costs(out_dir, d, [m])[m] if d is not None and m is not None else {}
-        pcols["pretrain.wall_seconds"].append(cache[(d, m)].get("wall_seconds", math.nan))
-        pcols["pretrain.gpu_hours"].append(cache[(d, m)].get("gpu_hours", math.nan))
+    for d, m, tr in zip(df["dataset"], df["method"], df["track"]):
+        folder = f"{m}{track_tag(tr)}" if m is not None else None   # the track's own pretraining job
+        if (d, folder) not in cache:
+            cache[(d, folder)] = (pretrain_costs(out_dir, d, [folder])[folder]
+                                  if d is not None and folder is not None else {})
+        pcols["pretrain.wall_seconds"].append(cache[(d, folder)].get("wall_seconds", math.nan))
+        pcols["pretrain.gpu_hours"].append(cache[(d, folder)].get("gpu_hours", math.nan))
     for k, v in pcols.items():
         df[k] = v
 
@@ -607,13 +612,24 @@ def draws_table(part: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
 
 
 def group_names(df: pd.DataFrame) -> dict[tuple, str]:
-    """(dataset, task, engine) -> file stem: <dataset>_<task>, plus _<engine> when a task has several."""
+    """(dataset, task, engine, track) -> file stem: grid.table_name (<dataset>_<task>, _budget for the
+    budget track), plus _<engine> when a task has several."""
     names = {}
     groups = df[GROUP].dropna().drop_duplicates()
-    for d, t, e in groups.itertuples(index=False):
+    for d, t, e, tr in groups.itertuples(index=False):
         several = groups[(groups["dataset"] == d) & (groups["task"] == t)]["engine"].nunique() > 1
-        names[(d, t, e)] = f"{d}_{t}_{e}" if several else f"{d}_{t}"
+        names[(d, t, e, tr)] = table_name(d, f"{t}_{e}" if several else t, tr)
     return names
+
+
+def with_shared_baseline(df: pd.DataFrame) -> pd.DataFrame:
+    """The baseline pretrains nothing, so it has no budget-track cells: its own-track rows join every
+    other track's table as they are (paired with each method on fraction, draw, seed and split)."""
+    base = df[(df["method"] == BASELINE) & (df["track"] == "own")]
+    extra = [base[(base["dataset"] == d) & (base["task"] == t) & (base["engine"] == e)].assign(track=tr)
+             for d, t, e, tr in df[GROUP].dropna().drop_duplicates().itertuples(index=False) if tr != "own"]
+    extra = [x for x in extra if len(x)]
+    return pd.concat([df, *extra], ignore_index=True) if extra else df
 
 
 def per_class_columns(part: pd.DataFrame) -> tuple[str, list[str]]:
@@ -780,8 +796,8 @@ def _write_tables(df: pd.DataFrame, out_dir: Path, config, published, plots, rep
     names = group_names(df)
     keep = [c for c in df.columns if c in FRONT or c in ("provenance.split_sha256", "path")
             or (c.startswith("metrics.") and "per_class" in c)]
-    for (d, t, e), part in df[keep].groupby(GROUP, sort=True):
-        name = names[(d, t, e)]
+    for (d, t, e, tr), part in with_shared_baseline(df[keep]).groupby(GROUP, sort=True):
+        name = names[(d, t, e, tr)]
         part = part[[c for c in part.columns if c in FRONT or part[c].notna().any()]]
         long = summary_long(part, methods_pref)
         wide = summary_table(part, methods_pref, long)
@@ -789,7 +805,8 @@ def _write_tables(df: pd.DataFrame, out_dir: Path, config, published, plots, rep
         draws = draws_table(part)
         metric = part["primary_metric"].dropna()
         unit = part["primary_unit"].dropna() if "primary_unit" in part else pd.Series(dtype=object)
-        info = {"dataset": d, "task": t, "engine": e, "name": name,
+        # the track is named wherever the task is shown, so a budget table never reads as the own one
+        info = {"dataset": d, "task": t if tr == "own" else f"{t} ({tr} track)", "engine": e, "track": tr, "name": name,
                 "metric": metric.iloc[0] if len(metric) else "primary metric",
                 "unit": unit.iloc[0] if len(unit) else "", "protocol": protocol_text(config, d)}
         published_rows = rep.published_for(pub, t, info["metric"])
@@ -820,7 +837,9 @@ def make_plots(part, long, gains, pairs, info, out_dir: Path, published_rows) ->
     label_efficiency(part, info, figs["label_efficiency"], published_rows)
     gain_bars(pairs, gains, info, figs["gains"])
     per_class_heatmap(part, info, figs["per_class"])
-    costs = pretrain_costs(out_dir, info["dataset"], method_order(part["method"]))
+    tag = track_tag(info.get("track", "own"))
+    costs = {m: c for m, c in zip(method_order(part["method"]), pretrain_costs(
+        out_dir, info["dataset"], [m if m == BASELINE else m + tag for m in method_order(part["method"])]).values())}
     gain_vs_cost(gains, costs, info, figs["gain_vs_cost"])
     return figs
 

@@ -44,11 +44,26 @@ class PretrainSettings:
     seed: int = 0
 
 
-def settings_for(spec: MethodSpec, cfg: dict) -> PretrainSettings:
-    """The method's own schedule unless the config overrides it for every method alike."""
+def budget_epochs(frames: int, train_frames: int) -> int:
+    """Epochs that show every method the same number of frames (``pretrain.budget.frames``): each
+    epoch sees every training frame once, whatever the method's batch size."""
+    return max(1, math.ceil(frames / max(1, train_frames)))
+
+
+def settings_for(spec: MethodSpec, cfg: dict, track: str = "own", train_frames: int | None = None) -> PretrainSettings:
+    """The method's own schedule unless the config overrides it for every method alike; on the
+    ``budget`` track, the epochs that see ``pretrain.budget.frames`` frames (``train_frames`` per epoch)."""
     over = cfg.get("pretrain", {})
+    epochs = over.get("epochs") or spec.value("schedule", "epochs")
+    if track == "budget":
+        if not over.get("budget") or train_frames is None:
+            raise BenchError("the budget track needs pretrain.budget.frames in the config and the training "
+                             "frames of the dataset")
+        epochs = budget_epochs(over["budget"]["frames"], train_frames)
+    elif track != "own":
+        raise BenchError(f"unknown pretraining track '{track}' (known: own, budget)")
     return PretrainSettings(
-        epochs=over.get("epochs") or spec.value("schedule", "epochs"),
+        epochs=epochs,
         batch_size=over.get("batch_size") or spec.value("schedule", "batch_size"),
         max_steps_per_epoch=over.get("max_steps_per_epoch"))
 
@@ -169,13 +184,13 @@ def init_distributed(device: str) -> tuple[Dist, torch.device]:
 
 class Pretrainer:
     def __init__(self, spec: MethodSpec, cfg: dict, index_path: Path, out_dir: Path,
-                 device: str = "cpu"):
-        self.spec, self.cfg, self.out_dir = spec, cfg, Path(out_dir)
+                 device: str = "cpu", track: str = "own"):
+        self.spec, self.cfg, self.out_dir, self.track = spec, cfg, Path(out_dir), track
         self.dist, self.device = init_distributed(device)
-        self.settings = settings_for(spec, cfg)
         self.index_path = Path(index_path)
         index = load_json(index_path)
         tokens = [f["token"] for f in index["frames"] if f["split"] == "train"]
+        self.settings = settings_for(spec, cfg, track, len(tokens))
         self.dataset = FrameDataset(index, tokens, tuple(cfg["model"]["image"]["size"]), labels=None)
         check_settings(spec, self.settings, self.dist.world, len(self.dataset), str(index_path))
         seed_everything(self.settings.seed)
@@ -288,7 +303,7 @@ class Pretrainer:
         that a downstream load can tell a miss from a module the method never trained."""
         modules = pretrained_modules(self.module)
         state = model_state(modules)
-        meta = {"method": self.spec.name, "pretrained_modules": sorted(modules),
+        meta = {"method": self.spec.name, "track": self.track, "pretrained_modules": sorted(modules),
                 "epochs": self.settings.epochs, "batch_size": self.settings.batch_size,
                 "steps_per_epoch": self.steps_per_epoch, "seed": self.settings.seed,
                 "world_size": self.dist.world,
