@@ -3,7 +3,8 @@
 The install is the user's (OpenPCDet cannot be built without CUDA). Its root comes from
 ``ctx.engine_cfg['root']`` when the harness passes engine settings, else from $OPENPCDET_ROOT;
 ``check_openpcdet(root)`` is what the DAG calls at start when this engine is selected. Settings:
-``template`` (nuscenes_centerpoint | nuscenes_bevfusion | waymo_centerpoint), ``gpus``, ``workers``,
+``template`` (nuscenes_centerpoint | nuscenes_bevfusion | waymo_centerpoint; default: the dataset
+format's CenterPoint), ``gpus``, ``workers``,
 ``python`` (the interpreter OpenPCDet is installed in; default $OPENPCDET_PYTHON, else the one
 running this engine).
 """
@@ -28,7 +29,7 @@ from xmbench.finetune import FinetuneContext
 def engine_settings(ctx: FinetuneContext) -> dict:
     cfg = dict(getattr(ctx, "engine_cfg", None) or {})
     cfg.setdefault("root", os.environ.get("OPENPCDET_ROOT"))
-    cfg.setdefault("template", "nuscenes_centerpoint")
+    cfg.setdefault("template", f"{index_format(ctx.index)}_centerpoint")   # the dataset format's CenterPoint
     cfg.setdefault("gpus", 1)
     cfg.setdefault("workers", 4)
     cfg.setdefault("python", os.environ.get("OPENPCDET_PYTHON") or sys.executable)
