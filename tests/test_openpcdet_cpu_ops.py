@@ -142,3 +142,17 @@ def test_every_other_compiled_op_raises_naming_itself():
     with pytest.raises(standin.NoStandIn, match="no CPU stand-in"):
         pn.ball_query_wrapper(1, 2, 3)
     assert callable(ext.nms_gpu) and ext.nms_gpu is cpu_ops.iou3d_nms_cuda.nms_gpu
+
+
+def test_spconv_defaults_change_only_convolutions_openpcdet_builds():
+    """The stand-in layer never reaches the benchmark's own backbone: a convolution built outside
+    pcdet keeps spconv's own algorithm choice and forward."""
+    import spconv.pytorch as sp
+
+    standin.install()
+    conv = sp.SubMConv3d(4, 8, 3, indice_key="x")
+    assert conv.algo != sp.ConvAlgo.Native and conv._xmb_cpu is False
+    ns = {"__name__": "pcdet.models.backbones_3d.fake", "sp": sp}
+    exec("def build():\n    return sp.SubMConv3d(4, 8, 3, indice_key='y')\n", ns)
+    built = ns["build"]()
+    assert built.algo == sp.ConvAlgo.Native and built._xmb_cpu is True
