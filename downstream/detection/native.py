@@ -236,26 +236,35 @@ def train(model: DetectionModel, data: FrameDataset, settings: dict, recipe: dic
           log_path: Path, db=None) -> None:
     optimizer = make_optimizer(recipe, model.parameters())
     schedule = warmup_cosine(optimizer, recipe)
-    loss_cfg = settings["loss"]
     model.train()
     with open(log_path, "w", buffering=1) as log:  # line-buffered: progress is visible
         for step, idx in enumerate(batch_order(len(data), recipe["batch_size"], recipe["iterations"], seed)):
-            g = torch.Generator().manual_seed(seed * 1000003 + step)
-            rng = np.random.default_rng(seed * 1000003 + step)
-            batch, targets = make_batch([data[i] for i in idx], model, settings, recipe, g, db, rng)
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            preds = model(to_device(batch, device))
-            loss, terms = center_loss(preds, targets, loss_cfg["code_weights"], loss_cfg["cls_weight"],
-                                      loss_cfg["loc_weight"])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite detection loss at step {step}: {terms}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), settings["grad_norm_clip"])
-            optimizer.step()
+            loss, terms = train_step(model, optimizer, [data[i] for i in idx], settings, recipe, seed, step,
+                                     device, db)
             schedule.step()
-            log.write(json.dumps({"step": step, "loss": loss.item(), **terms,
+            log.write(json.dumps({"step": step, "loss": loss, **terms,
                                   "lr": optimizer.param_groups[0]["lr"]}) + "\n")
+
+
+def train_step(model: DetectionModel, optimizer, items: list[dict], settings: dict, recipe: dict, seed: int,
+               step: int, device, db=None) -> tuple[float, dict]:
+    """One optimisation step on loaded frames, its randomness from (seed, step) only; the step
+    benchmark (tests/benchmarks/test_engine_steps.py) times exactly this beside the backbone alone."""
+    g = torch.Generator().manual_seed(seed * 1000003 + step)
+    rng = np.random.default_rng(seed * 1000003 + step)
+    loss_cfg = settings["loss"]
+    batch, targets = make_batch(items, model, settings, recipe, g, db, rng)
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+    preds = model(to_device(batch, device))
+    loss, terms = center_loss(preds, targets, loss_cfg["code_weights"], loss_cfg["cls_weight"],
+                              loss_cfg["loc_weight"])
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite detection loss at step {step}: {terms}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), settings["grad_norm_clip"])
+    optimizer.step()
+    return loss.item(), terms
 
 
 @torch.no_grad()

@@ -71,23 +71,31 @@ def train(model: SegmentationModel, data: FrameDataset, recipe: dict, seed: int,
         for step, idx in enumerate(batch_order(len(data), recipe["batch_size"], recipe["iterations"], seed)):
             if step < start:
                 continue
-            batch = collate([data[i] for i in idx])
-            g = torch.Generator().manual_seed(seed * 1000003 + step)
-            points, bidx, labels = _augment(batch, recipe, g)
-            logits = model(points.to(device), bidx.to(device), batch["batch_size"])
-            labels = labels.to(device)
-            loss = F.cross_entropy(logits, labels, ignore_index=IGNORE) if (labels != IGNORE).any() \
-                else logits.sum() * 0.0
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite segmentation loss at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(model, optimizer, [data[i] for i in idx], recipe, seed, step, device)
             schedule.step()
-            log.write(json.dumps({"step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}) + "\n")
+            log.write(json.dumps({"step": step, "loss": loss, "lr": optimizer.param_groups[0]["lr"]}) + "\n")
             if (step + 1) % every == 0 and step + 1 < recipe["iterations"]:
                 log.flush()
                 state.save(step + 1, model, optimizer, schedule)
+
+
+def train_step(model: SegmentationModel, optimizer, items: list[dict], recipe: dict, seed: int, step: int,
+               device) -> float:
+    """One optimisation step on loaded frames, its augmentation from (seed, step) only (so a resumed
+    run repeats it); the step benchmark times exactly this beside the backbone alone."""
+    batch = collate(items)
+    g = torch.Generator().manual_seed(seed * 1000003 + step)
+    points, bidx, labels = _augment(batch, recipe, g)
+    logits = model(points.to(device), bidx.to(device), batch["batch_size"])
+    labels = labels.to(device)
+    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE) if (labels != IGNORE).any() \
+        else logits.sum() * 0.0
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite segmentation loss at step {step}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 @torch.no_grad()
