@@ -169,10 +169,13 @@ def test_openpcdet_engine_without_openpcdet_stops_at_start(tmp_path, repo):
     assert not (tmp_path / "r").exists()
 
 
-def test_openpcdet_engine_on_a_waymo_dataset_stops_at_start(tmp_path, repo):
+def test_an_engine_without_a_model_for_the_format_stops_at_start(tmp_path, repo):
+    """OpenPCDet has no Waymo BEVFusion: fusion_detection's openpcdet engine on a Waymo dataset is
+    refused in one line naming the field and the per-format way out."""
     res = _run(repo, ["-n", "--config", f"results_dir={tmp_path}/r", "run_datasets=[synthetic_waymo]",
-                "engines={detection: openpcdet}"], timeout=300)
+                "tasks=[fusion_detection]", "engines={fusion_detection: openpcdet}"], timeout=300)
     assert res.returncode != 0
     line = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert line and "'engines.detection'" in line[0] and "synthetic_waymo" in line[0] and "native" in line[0]
+    assert line and "'engines.fusion_detection'" in line[0] and "synthetic_waymo" in line[0]
+    assert "{fusion_detection: {waymo: native}}" in line[0]
     assert not (tmp_path / "r").exists()

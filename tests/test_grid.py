@@ -86,14 +86,21 @@ def test_paper_protocol_plans_every_detection_task(tmp_path):
 
     results = tmp_path / "results"
     out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--printshellcmds", "--configfile",
-                          "config/paper.yaml", "--config", f"results_dir={results}"],
+                          "config/paper.yaml", "--config", f"results_dir={results}",
+                          f"openpcdet={{root: {REPO.parent / 'shared' / 'OpenPCDet'}}}"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, (out.stderr or out.stdout)[-2000:]
     planned = {tuple(line.split("--out-dir ")[1].split()[0].split("/")[-6:])
                for line in out.stdout.splitlines() if "xmbench.cli finetune" in line}
     cfg = load_config(REPO / "config" / "paper.yaml")
     expected = {tuple(str(c.out_dir("x")).split("/")[-6:]) for c in grid.cells(cfg)}
+    assert len({c.engine for c in grid.cells(cfg)}) == 2
     assert planned == expected
+    engines = {(p[0], p[1]): p[2] for p in planned}
+    assert engines[("nuscenes", "detection")] == engines[("waymo", "detection")] == "openpcdet"
+    assert engines[("nuscenes", "fusion_detection")] == "openpcdet"      # OpenPCDet's BEVFusion
+    assert engines[("waymo", "fusion_detection")] == "native"           # OpenPCDet has no Waymo BEVFusion
+    assert engines[("nuscenes", "camera_detection")] == "native"
     tasks = {p[1] for p in planned}
     assert {"detection", "fusion_detection", "camera_detection", "segmentation", "linear_probe"} <= tasks
     for task in ("detection", "fusion_detection", "camera_detection"):

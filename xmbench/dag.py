@@ -133,17 +133,14 @@ def make_plan(config: dict, configfiles) -> Plan:
     tasks = {t: load_task(t) for t in cfg["tasks"]}
     specs = {t: spec.spec for t, spec in tasks.items()}
     engines = grid.task_engines(cfg, specs)
-    for task, engine in engines.items():
-        for name, ds in cfg["datasets"].items():
-            tasks[task].check_format(ds["format"], name)
-            if engine == "openpcdet" and ds["format"] != "nuscenes":
-                raise BenchError(f"config field 'engines.{task}': the openpcdet engine reads nuScenes datasets "
-                                 f"only (its Waymo info files are not written yet); dataset '{name}' is "
-                                 f"{ds['format']}: use the native engine or disable the dataset")
-        if engine == "openpcdet":
-            from .detection.openpcdet import check_openpcdet
+    for (task, name), engine in engines.items():
+        fmt = cfg["datasets"][name]["format"]
+        tasks[task].check_format(fmt, name)
+        tasks[task].check_engine_format(engine, fmt, name)
+    if "openpcdet" in engines.values():
+        from .detection.openpcdet import check_openpcdet
 
-            check_openpcdet((cfg.get("openpcdet") or {}).get("root", ""))
+        check_openpcdet((cfg.get("openpcdet") or {}).get("root", ""))
     from .data.waymo_env import uses_waymo, waymo_python
 
     if uses_waymo(cfg):

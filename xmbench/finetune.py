@@ -147,7 +147,7 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
     out_dir = Path(out_dir)
     t0 = time.time()
     recipe = task.recipe(cfg["datasets"][dataset]["recipe_profile"], fraction)
-    engine_name = engine or engine_of(cfg, task.name, task.spec)
+    engine_name = engine or engine_of(cfg, task.name, task.spec, cfg["datasets"][dataset]["format"])
     fmt = cfg["datasets"][dataset]["format"]
     primary = task.primary_metric(fmt)
     record = {"status": "ok", "reason": None, "dataset": dataset, "task": task.name, "engine": engine_name,

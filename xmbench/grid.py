@@ -201,23 +201,29 @@ def metrics_glob() -> str:
     return METRICS.format(dataset="*", task="*", engine="*", method="*", frac="*", draw="", seed="*", track="")
 
 
-def engine_of(cfg: dict, task: str, spec: dict | None = None) -> str:
-    """The engine a task runs with: `engines.<task>` in the config, else the task's default."""
+def engine_of(cfg: dict, task: str, spec: dict | None = None, fmt: str = "nuscenes") -> str:
+    """The engine a task runs with on a dataset of format ``fmt``: `engines.<task>` in the config (one
+    engine, or one per dataset format, e.g. `{nuscenes: openpcdet, waymo: native}` where a cluster
+    engine has no model for a format), else the task's default."""
     if spec is None:
         from .tasks import load_task
 
         spec = load_task(task).spec
-    engine = (cfg.get("engines") or {}).get(task, spec["default_engine"])
-    if engine not in spec["engines"]:
-        raise BenchError(f"config field 'engines.{task}': unknown engine '{engine}' "
-                         f"(known: {sorted(spec['engines'])})")
-    return engine
+    chosen = (cfg.get("engines") or {}).get(task, spec["default_engine"])
+    field = f"engines.{task}"
+    if isinstance(chosen, dict):
+        chosen, field = chosen.get(fmt, spec["default_engine"]), f"engines.{task}.{fmt}"
+    if chosen not in spec["engines"]:
+        raise BenchError(f"config field '{field}': unknown engine '{chosen}' (known: {sorted(spec['engines'])})")
+    return chosen
 
 
-def task_engines(cfg: dict, specs: dict[str, dict] | None = None) -> dict[str, str]:
-    """task -> engine for every task of the config (``specs``: task -> task.yaml, loaded if absent)."""
+def task_engines(cfg: dict, specs: dict[str, dict] | None = None) -> dict[tuple[str, str], str]:
+    """(task, dataset) -> engine for every task and dataset of the config (``specs``: task ->
+    task.yaml, loaded if absent)."""
     specs = specs or {}
-    return {t: engine_of(cfg, t, specs.get(t)) for t in cfg["tasks"]}
+    return {(t, d): engine_of(cfg, t, specs.get(t), ds["format"]) for t in cfg["tasks"]
+            for d, ds in cfg["datasets"].items()}
 
 
 def pretrained_methods(cfg: dict) -> list[str]:
@@ -238,7 +244,7 @@ def cells(cfg: dict, specs: dict[str, dict] | None = None) -> list[Cell]:
     check_draws(cfg)
     engines = task_engines(cfg, specs)
     pretrained = set(pretrained_methods(cfg)) if len(tracks(cfg)) > 1 else set()
-    return [Cell(d, t, engines[t], m, float(f), int(k), int(s), tr)
+    return [Cell(d, t, engines[(t, d)], m, float(f), int(k), int(s), tr)
             for tr in tracks(cfg) for d in cfg["datasets"] for t in cfg["tasks"] for m in cfg["methods"]
             if tr == "own" or m in pretrained
             for f in cfg["fractions"] for k in draws_at(cfg, f) for s in cfg["seeds"]]

@@ -38,6 +38,14 @@ class TaskSpec:
             raise BenchError(f"{self.folder / 'task.yaml'}: task '{self.name}' reads {'/'.join(formats)} datasets, "
                              f"not dataset '{dataset}' of format {fmt}; drop one of them from the config")
 
+    def check_engine_format(self, engine: str, fmt: str, dataset: str) -> None:
+        """An engine may read fewer formats than its task (OpenPCDet has no BEVFusion for Waymo)."""
+        formats = (self.spec.get("engine_formats") or {}).get(engine)
+        if formats is not None and fmt not in formats:
+            raise BenchError(f"config field 'engines.{self.name}': the {engine} engine of {self.name} reads "
+                             f"{'/'.join(formats)} datasets, not dataset '{dataset}' of format {fmt}; select another "
+                             f"engine for that format (engines: {{{self.name}: {{{fmt}: native}}}}) or disable the dataset")
+
     def engine(self, name: str | None = None):
         name = name or self.spec["default_engine"]
         if name not in self.spec["engines"]:
