@@ -28,7 +28,7 @@ CONFIG_JSON = f"{R}/config.resolved.json"
 CLI = f"exec {python(workflow)} -m xmbench.cli"  # exec: the job is Snakemake's own child and dies with it
 TABLES = grid.table_names(CFG)
 CAPTIONS = "xmbench/report_captions"
-PLOTS = ["label_efficiency", "gains", "per_class", "gain_vs_cost"]
+from xmbench.leaderboard.plots import PLOT_NAMES as PLOTS  # the one list of plot kinds
 
 
 onstart:

@@ -14,7 +14,7 @@ def test_the_gpu_hours_table_is_what_gpu_hours_prints():
     block = re.search(r"<!-- gpu_hours (\S+) -->\n(.*?)<!-- /gpu_hours -->", README, re.S)
     assert block, "README lost its gpu_hours block"
     assert block.group(2) == cost_summary_markdown(load_config(REPO / block.group(1))), (
-        "regenerate it: .venv/bin/snakemake gpu_hours --configfile config/paper.yaml")
+        "regenerate it: .venv/bin/python -m xmbench.cli gpu-hours --config config/paper.yaml")
 
 
 def test_the_grid_sizes_quoted_are_the_configs():
