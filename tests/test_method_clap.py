@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from methods.clap.prototypes import entropy_minimisation, gram_offdiagonal, sinkhorn, swapped_prediction
+from methods.clap.rendering import (curvature_weights, importance_samples, neus_alpha, render_colour, render_depth,
+                                    weights_from_alpha)
 from xmbench.data.frames import FrameDataset, collate, load_json
 from xmbench.methods import MethodSpec, load_method
 from xmbench.models.build import build_image_backbone, build_lidar_backbone
 from xmbench.pretraining.loop import Pretrainer
-from xmbench.pretraining.prototypes import (entropy_minimisation, gram_offdiagonal, sinkhorn,
-                                            swapped_prediction)
-from xmbench.pretraining.rendering import (curvature_weights, importance_samples, neus_alpha, render_colour,
-                                           render_depth, weights_from_alpha)
 
 # small counts for a CPU (what model.render would hold in a CPU config)
 SMALL_RENDER = {"lidar_rays": 256, "pixel_rays": 32, "samples_uniform": 16, "samples_importance": 8,
@@ -247,11 +246,7 @@ def test_unknown_render_key_is_named(test_config):
 
 
 def test_masks_keep_whole_blocks_and_the_configured_ratio():
-    import importlib.util
-    from xmbench.methods import METHODS_DIR
-    spec = importlib.util.spec_from_file_location("clap_method_for_test", METHODS_DIR / "clap" / "method.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from methods.clap import method as module
     g = torch.Generator().manual_seed(0)
     coords = torch.cat([torch.randint(0, 2, (4000, 1), generator=g), torch.randint(0, 41, (4000, 1), generator=g),
                         torch.randint(0, 256, (4000, 2), generator=g)], 1).int()
@@ -267,3 +262,38 @@ def test_masks_keep_whole_blocks_and_the_configured_ratio():
         assert int(kept[uniq[:, 0] == b].sum()) == round(0.1 * n)   # 10% of each frame's blocks
     mask = module.patch_mask(12, (72, 128), 32, 0.9, g)
     assert mask.shape == (12, 1, 3, 4) and (mask.sum((1, 2, 3)) == 1).all()
+
+
+# ------------------------------------------------------------------ ablations composed onto CLAP
+# The commit before the ablation yamls were composed from methods/clap/method.yaml: each was a full
+# copy then, and what the composition yields must be that copy, every hyper-parameter included.
+BEFORE_COMPOSITION = "413d2be3736d616020768fd7f226706ea4e1ac5e"
+
+
+@pytest.mark.parametrize("name", ["clap_uniform", "clap_noproto"])
+def test_composed_ablation_is_the_full_yaml_it_replaced(name):
+    import subprocess
+
+    import yaml
+
+    from xmbench.methods import METHODS_DIR
+
+    old = subprocess.run(["git", "show", f"{BEFORE_COMPOSITION}:methods/{name}/method.yaml"], cwd=METHODS_DIR.parent,
+                         capture_output=True, text=True, check=True).stdout
+    old = yaml.safe_load(old)
+    spec = load_method(name)
+    assert "base" in yaml.safe_load((METHODS_DIR / name / "method.yaml").read_text())
+    assert spec.files == (METHODS_DIR / name / "method.yaml", METHODS_DIR / "clap" / "method.yaml")
+    assert spec.hparams() == {k: v["value"] for k, v in old["hparams"].items()}
+    assert spec.spec["hparams"] == old["hparams"]  # the sources too
+    for section in ("optimizer", "schedule", "resources", "step_budget", "deviations", "paper"):
+        assert spec.spec[section] == old[section], section
+    assert spec.spec == old  # so the pretrain rule's spec hash, and its jobs, are unchanged
+
+
+def test_ablations_subclass_the_one_clap_class():
+    """By import, not by path: CLAP's job and its ablations' share one class, so an edit to it reaches all."""
+    clap = load_method("clap").load_class()
+    for name in ("clap_uniform", "clap_noproto"):
+        assert load_method(name).load_class().__mro__[1] is clap
+    assert clap.__module__ == "methods.clap.method"

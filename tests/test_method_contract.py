@@ -15,6 +15,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from xmbench.cli import main as cli_main
+from xmbench.codehash import closure
 from xmbench.methods import METHODS_DIR, discover, load_method
 from xmbench.models.build import build_image_backbone, build_lidar_backbone
 from xmbench.pretraining.contract import BATCH_KEYS, PretrainMethod
@@ -41,18 +42,27 @@ class DefaultDeviceAllocations(TorchFunctionMode):
     """Factory calls made from a method's own file with neither ``device=`` nor ``generator=``
     (generator draws are the CPU draws the contract asks for, moved afterwards)."""
 
-    def __init__(self, method_file: Path):
+    def __init__(self, method_files: list[Path]):
         super().__init__()
-        self.method_file = str(method_file.resolve())
+        self.method_files = {str(p.resolve()) for p in method_files}
         self.found: list[str] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in FACTORIES and kwargs.get("device") is None and kwargs.get("generator") is None:
             caller = inspect.currentframe().f_back
-            if caller is not None and str(Path(caller.f_code.co_filename).resolve()) == self.method_file:
-                self.found.append(f"{Path(self.method_file).name}:{caller.f_lineno} torch.{func.__name__}")
+            if caller is not None and str(Path(caller.f_code.co_filename).resolve()) in self.method_files:
+                self.found.append(f"{Path(caller.f_code.co_filename).name}:{caller.f_lineno} torch.{func.__name__}")
         return func(*args, **kwargs)
+
+
+def _own_files(spec) -> list[Path]:
+    """A method's own code: its folder's files and the method folders they import (an ablation's
+    base, CLAP's rendering.py); the harness and the models are checked by their own tests."""
+    files = list(spec.folder.rglob("*.py"))
+    if spec.folder.resolve().parent != METHODS_DIR.resolve():
+        return files
+    return [p for p in closure(files, METHODS_DIR.parent) if p.is_relative_to(METHODS_DIR.resolve())]
 
 
 @pytest.mark.parametrize("name", PRETRAINING + [SCAFFOLD])
@@ -71,7 +81,7 @@ def test_method_keeps_the_contract(name, scaffold_dir, tiny_index, test_config, 
 
     def spy(batch):
         seen["keys"] = set(batch)
-        with DefaultDeviceAllocations(spec.folder / "method.py") as mode:
+        with DefaultDeviceAllocations(_own_files(spec)) as mode:
             terms = forward(batch)
         seen["bare"] = mode.found
         seen["terms"] = terms

@@ -8,13 +8,13 @@ import pytest
 import torch
 from pyquaternion import Quaternion
 
+from methods.simipu.matching import farthest_point_sample, hungarian_match
 from xmbench.data.frames import FrameDataset, collate, load_json
 from xmbench.methods import load_method
 from xmbench.models.build import build_image_backbone, build_lidar_backbone
 from xmbench.pretraining.augment import random_view
 from xmbench.pretraining.losses import info_nce
 from xmbench.pretraining.loop import Pretrainer
-from xmbench.pretraining.matching import farthest_point_sample, hungarian_match
 from xmbench.pretraining.projection import project_to_cameras
 
 

@@ -98,3 +98,87 @@ def test_settings_hash_follows_every_settings_file_of_the_task(tmp_path):
     assert len({before, after_native, task.settings_hash()}) == 3
     (tmp_path / "detection" / "native.py").write_text("# code is not a settings file\n")
     assert task.settings_hash() == load_task("detection", tmp_path).settings_hash()
+
+
+# ------------------------------------------------------------------ composition (`base:`)
+def _methods_copy(tmp_path):
+    """The repository's methods/ under tmp_path: composition tests edit a base without touching the tree."""
+    import shutil
+
+    from xmbench.methods import METHODS_DIR
+
+    dest = tmp_path / "methods"
+    shutil.copytree(METHODS_DIR, dest, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    return dest
+
+
+def _derived(methods_dir, name, patch):
+    folder = methods_dir / name
+    folder.mkdir()
+    (folder / "method.yaml").write_text(yaml.safe_dump({"base": "crosspoint", "name": name, **patch}))
+    return folder / "method.yaml"
+
+
+def test_a_derived_yaml_is_its_base_merged_under_its_overrides(tmp_path):
+    methods_dir = _methods_copy(tmp_path)
+    base = load_method("crosspoint", methods_dir).spec
+    _derived(methods_dir, "cp_ablation", {
+        "hparams": {"temperature": {"value": 0.2, "source": "gap: benchmark choice (test)"}, "jitter_clip": None},
+        "deviations": [{"what": "only this", "why": "a list replaces the base's"}],
+        "resources": {"hours": 1},
+    })
+    spec = load_method("cp_ablation", methods_dir)
+    assert spec.files == (methods_dir / "cp_ablation" / "method.yaml", methods_dir / "crosspoint" / "method.yaml")
+    assert spec.spec["hparams"]["temperature"] == {"value": 0.2, "source": "gap: benchmark choice (test)"}
+    assert "jitter_clip" in base["hparams"] and "jitter_clip" not in spec.spec["hparams"]  # null removes
+    assert spec.spec["deviations"] == [{"what": "only this", "why": "a list replaces the base's"}]
+    assert spec.spec["resources"] == {**base["resources"], "hours": 1}  # mappings merge key by key
+    assert spec.spec["optimizer"] == base["optimizer"] and spec.spec["entry"] == base["entry"]
+    assert "base" not in spec.spec
+
+    # an edit to the base reaches the derived spec (and with it the hash the pretrain rule carries)
+    path = methods_dir / "crosspoint" / "method.yaml"
+    path.write_text(path.read_text().replace("weight_decay: {value: 1.0e-6", "weight_decay: {value: 2.0e-6", 1))
+    assert load_method("cp_ablation", methods_dir).spec["optimizer"]["weight_decay"]["value"] == 2.0e-6
+
+
+def test_an_override_without_its_own_source_is_refused(tmp_path):
+    """Merged onto the base's entry, a bare value would be cited by a source that never gave it."""
+    methods_dir = _methods_copy(tmp_path)
+    path = _derived(methods_dir, "cp_bad", {"optimizer": {"lr": {"value": 3.0e-3}}})
+    with pytest.raises(BenchError) as err:
+        load_method("cp_bad", methods_dir)
+    assert str(err.value) == f"{path}: field 'optimizer.lr': an override of the base's value needs its own 'source'"
+
+
+def test_a_composed_spec_is_validated_naming_the_derived_file(tmp_path):
+    methods_dir = _methods_copy(tmp_path)
+    path = _derived(methods_dir, "cp_noopt", {"optimizer": None})
+    with pytest.raises(BenchError) as err:
+        load_method("cp_noopt", methods_dir)
+    assert str(err.value).startswith(f"{path}: field '<top level>'")
+
+
+def test_an_unknown_or_circular_base_is_named(tmp_path):
+    methods_dir = _methods_copy(tmp_path)
+    path = _derived(methods_dir, "cp_orphan", {})
+    path.write_text(path.read_text().replace("base: crosspoint", "base: nosuch"))
+    with pytest.raises(BenchError, match=r"cp_orphan/method.yaml: field 'base': no method 'nosuch'"):
+        load_method("cp_orphan", methods_dir)
+    for a, b in (("loop_a", "loop_b"), ("loop_b", "loop_a")):
+        (methods_dir / a).mkdir()
+        (methods_dir / a / "method.yaml").write_text(f"base: {b}\nname: {a}\n")
+    with pytest.raises(BenchError, match="field 'base': the bases form a cycle"):
+        load_method("loop_a", methods_dir)
+
+
+def test_discover_counts_folders_with_a_method_yaml_only(tmp_path):
+    """methods/ is a package now: its __init__.py and __pycache__ sit beside the method folders."""
+    methods_dir = _methods_copy(tmp_path)
+    (methods_dir / "__init__.py").write_text("")
+    (methods_dir / "__pycache__").mkdir()
+    (methods_dir / "__pycache__" / "x.pyc").write_bytes(b"")
+    (methods_dir / "notes").mkdir()
+    with_yaml = sorted(p.name for p in methods_dir.iterdir() if (p / "method.yaml").is_file())
+    assert discover(methods_dir) == discover() == with_yaml
+    assert "__pycache__" not in discover(methods_dir) and "clap_uniform" in discover(methods_dir)

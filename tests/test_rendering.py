@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from xmbench.pretraining.rendering import interval_depths, neus_alpha, render_depth, render_rays, weights_from_alpha
+from methods.clap.rendering import interval_depths, neus_alpha, render_depth, render_rays, weights_from_alpha
 
 SCALE = 1.0 / 54.0            # UniPAD's scaled units at the paper's range (metres / max|point_cloud_range|)
 BOX = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0)

@@ -18,16 +18,22 @@ CONFIG = ["--configfile", ".test/config.yaml", "--config", "results_dir=results/
           "methods=[scratch, crosspoint, simipu]", "tasks=[segmentation, detection]"]
 
 
-def _snakemake(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/local", *CONFIG, *args],
+# CLAP and the two ablations composed onto it (methods/clap_*/method.yaml `base: clap`, importing its code)
+CLAP_METHODS = ("clap", "clap_uniform", "clap_noproto")
+CLAP_CONFIG = ["--configfile", ".test/config.yaml", "--config", "results_dir=results/c", "fractions=[1.0]",
+               f"methods=[crosspoint, {', '.join(CLAP_METHODS)}]", "tasks=[segmentation]"]
+
+
+def _snakemake(repo: Path, *args: str, config: list[str] = CONFIG) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/local", *config, *args],
                          cwd=repo, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
 
 
-def planned(repo: Path) -> set[tuple[str, str]]:
+def planned(repo: Path, config: list[str] = CONFIG) -> set[tuple[str, str]]:
     """(rule, output) of every job a dry run would run."""
-    text = _snakemake(repo, "-n").stdout
+    text = _snakemake(repo, "-n", config=config).stdout
     jobs = set()
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
         rule = re.match(r"(?:local)?rule (\w+):", block)
@@ -37,10 +43,8 @@ def planned(repo: Path) -> set[tuple[str, str]]:
     return jobs
 
 
-@pytest.fixture(scope="module")
-def up_to_date_copy(tmp_path_factory):
-    repo = copy_repo(tmp_path_factory.mktemp("rerun") / "repo")
-    summary = _snakemake(repo, "--detailed-summary").stdout.splitlines()
+def _touch_everything(repo: Path, config: list[str]) -> Path:
+    summary = _snakemake(repo, "--detailed-summary", config=config).stdout.splitlines()
     for row in summary[1:]:
         out, _, rule = row.split("\t")[:3]
         path = repo / out
@@ -49,9 +53,14 @@ def up_to_date_copy(tmp_path_factory):
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
-    _snakemake(repo, "--touch", "-F", "--no-hooks")
-    assert planned(repo) == set(), "a touched DAG must plan nothing"
+    _snakemake(repo, "--touch", "-F", "--no-hooks", config=config)
+    assert planned(repo, config) == set(), "a touched DAG must plan nothing"
     return repo
+
+
+@pytest.fixture(scope="module")
+def up_to_date_copy(tmp_path_factory):
+    return _touch_everything(copy_repo(tmp_path_factory.mktemp("rerun") / "repo"), CONFIG)
 
 
 @pytest.fixture
@@ -109,7 +118,7 @@ def test_editing_an_engine_replans_its_tasks_cells_only(repo):
 
 
 def test_a_module_a_method_imports_is_followed(repo):
-    """A module only SimIPU imports (its matching, today) re-runs SimIPU alone: the import finds it."""
+    """A module only SimIPU imports (methods/simipu/matching.py, today) re-runs SimIPU alone: the import finds it."""
     root, edit = repo
     others = [*(root / "methods" / "crosspoint").rglob("*.py"), *(root / "downstream").rglob("*.py"),
               root / "xmbench" / "finetune.py"]
@@ -125,3 +134,61 @@ def test_editing_an_error_message_replans_nothing(repo):
     root, edit = repo
     edit("xmbench/errors.py")
     assert planned(root) == set()
+
+
+@pytest.fixture(scope="module")
+def clap_copy(tmp_path_factory):
+    """An up-to-date copy planning CLAP, its two ablations and CrossPoint; every edit is undone afterwards."""
+    repo = _touch_everything(copy_repo(tmp_path_factory.mktemp("rerun_clap") / "repo"), CLAP_CONFIG)
+    saved = {}
+
+    def edit(rel: str, old: str | None = None, new: str | None = None):
+        path = repo / rel
+        saved.setdefault(path, path.read_bytes())
+        text = path.read_text()
+        assert old is None or text.count(old) == 1, f"{rel}: '{old}' is not there once"
+        path.write_text(text.replace(old, new) if old is not None else text + "\n# edited by the test\n")
+
+    yield repo, edit, saved
+
+
+def _clap_jobs(jobs, rule):
+    return {m for r, out in jobs if r == rule for m in ("crosspoint", *CLAP_METHODS) if f"/{m}/" in out}
+
+
+def _undo(saved, repo):
+    for path, data in saved.items():
+        path.write_bytes(data)
+    saved.clear()
+    assert planned(repo, CLAP_CONFIG) == set()
+
+
+def test_editing_clap_private_code_replans_clap_and_its_ablations(clap_copy):
+    """rendering.py lives in methods/clap/ and the ablations import CLAP: the import walk reaches it
+    from all three folders, and from no other method's."""
+    repo, edit, saved = clap_copy
+    try:
+        edit("methods/clap/rendering.py")
+        jobs = planned(repo, CLAP_CONFIG)
+        assert _clap_jobs(jobs, "pretrain") == set(CLAP_METHODS)
+        assert _clap_jobs(jobs, "finetune") == set(CLAP_METHODS)
+    finally:
+        _undo(saved, repo)
+
+
+def test_a_value_in_the_base_yaml_replans_the_methods_composed_on_it(clap_copy):
+    """The pretrain rule hashes the composed spec, so the ablations' jobs follow a change to CLAP's
+    yaml; a comment there changes no spec and re-runs nothing."""
+    repo, edit, saved = clap_copy
+    try:
+        edit("methods/clap/method.yaml", "w_rgb: {value: 0.1,", "w_rgb: {value: 0.2,")
+        jobs = planned(repo, CLAP_CONFIG)
+        assert _clap_jobs(jobs, "pretrain") == set(CLAP_METHODS)
+        _undo(saved, repo)
+        edit("methods/clap/method.yaml")
+        assert planned(repo, CLAP_CONFIG) == set()
+        edit("methods/clap_noproto/method.yaml", "display_name: CLAP (no prototypes)",
+             "display_name: CLAP (no prototypes)\nschedule: {epochs: {value: 6, source: \"test override\"}}")
+        assert _clap_jobs(planned(repo, CLAP_CONFIG), "pretrain") == {"clap_noproto"}
+    finally:
+        _undo(saved, repo)

@@ -21,9 +21,10 @@ from .config import REPO
 # Modules that never change a result; each is a leaf for the closure too (its imports are not followed).
 BOOKKEEPING = frozenset({"xmbench/errors.py", "xmbench/atomic.py", "xmbench/provenance.py", "xmbench/config.py",
                          "xmbench/cli.py", "xmbench/grid.py"})
-# Calls that load another project file by name: method_module("clap") is methods/clap/method.py,
-# run_module(python, "waymo_convert", ...) is xmbench.data.waymo_convert (in the Waymo environment).
-_LOADERS = {"method_module": (0, "methods.{}.method"), "run_module": (1, "xmbench.data.{}")}
+# Calls that load another project file by name: run_module(python, "waymo_convert", ...) is
+# xmbench.data.waymo_convert (in the Waymo environment). Methods reach one another by plain imports
+# (methods/ is a package: `from methods.clap.method import CLAP`), which the import walk follows.
+_LOADERS = {"run_module": (1, "xmbench.data.{}")}
 
 
 def _module_file(root: Path, dotted: str) -> list[Path]:

@@ -18,9 +18,9 @@ One step, per batch of frames:
    each camera centre through pixels (target: the pixel's colour in [0, 1]). From epoch
    ``uniform_epochs`` on, LiDAR rays are drawn with torch.multinomial on the curvature weights of the
    points and pixel rays on the weights projected into each image and spread by a Gaussian blur.
-5. NeuS rendering (xmbench.pretraining.rendering) and L_rend = 2.0 |depth err| + 0.1 |SDF(point)|
+5. NeuS rendering (methods/clap/rendering.py) and L_rend = 2.0 |depth err| + 0.1 |SDF(point)|
    (means over LiDAR rays) + 0.1 |colour err| (mean over pixel rays).
-6. Prototypes (xmbench.pretraining.prototypes) on the BEV cells of the LiDAR (256) and camera (80)
+6. Prototypes (methods/clap/prototypes.py) on the BEV cells of the LiDAR (256) and camera (80)
    embeddings: L_proto = 1.0 L_swap + 0.1 L_EM + 0.1 L_gram; L = L_rend + 1.0 L_proto.
 
 Every size that sets the cost (rays, samples, depth bins, candidate points, prototype cells) is a
@@ -35,6 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.clap.prototypes import Prototypes, projection_head, prototype_losses
+from methods.clap.rendering import (SDFField, curvature_weights, draw, gaussian_blur, render_rays,
+                                   splat_point_weights)
 from xmbench.data.frames import IMAGE_MEAN, IMAGE_STD
 from xmbench.models.build import build_fuser, build_image_neck, build_lift
 from xmbench.models.lss import lidar_depth_image
@@ -42,9 +45,6 @@ from xmbench.models.voxel_backbone import to_bev
 from xmbench.models.voxelize import voxelize
 from xmbench.pretraining.contract import PretrainMethod
 from xmbench.pretraining.projection import project_to_cameras
-from xmbench.pretraining.prototypes import Prototypes, projection_head, prototype_losses
-from xmbench.pretraining.rendering import (SDFField, curvature_weights, draw, gaussian_blur, render_rays,
-                                           splat_point_weights)
 
 # hparams that model_cfg["render"] may override (counts only), under the same names
 RENDER_KEYS = ("lidar_rays", "pixel_rays", "samples_uniform", "samples_importance", "depth_bins",

@@ -1,11 +1,11 @@
 """CLAP ablation: uniform ray sampling throughout (no curvature sampling), prototypes kept.
 
-The implementation is CLAP's (methods/clap/method.py, loaded by path); only the sampling differs.
+The implementation is CLAP's (methods/clap/method.py, imported); only the sampling differs.
 """
 from __future__ import annotations
 
-from xmbench.methods import method_module
+from methods.clap.method import CLAP
 
 
-class CLAPUniform(method_module("clap").CLAP):
+class CLAPUniform(CLAP):
     RAY_SAMPLING = "uniform"

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.simipu.matching import farthest_point_sample, hungarian_match
 from xmbench.models.voxelize import voxelize
 from xmbench.pretraining.augment import random_view
 from xmbench.pretraining.contract import PretrainMethod
 from xmbench.pretraining.losses import info_nce
-from xmbench.pretraining.matching import farthest_point_sample, hungarian_match
 from xmbench.pretraining.projection import project_to_cameras
 from xmbench.pretraining.sparse_lookup import point_rows
 

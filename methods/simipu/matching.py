@@ -1,5 +1,8 @@
-"""Point sampling and correspondence shared by methods: batched farthest point sampling and
-Hungarian matching of two point sets of the same frames."""
+"""SimIPU's point sampling and correspondence: batched farthest point sampling and Hungarian
+matching of two point sets of the same frames.
+
+It sits in SimIPU's folder because no other method uses it; move it back to xmbench/pretraining
+when a second method does, so that the harness holds only what methods share."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """NeuS-style differentiable rendering of depth and colour from a feature volume (UniPAD, CLAP).
 
-Shared maths for the rendering pretext task; every function is vectorised over rays and frames and
+CLAP's maths for the rendering pretext task (here, not in xmbench/pretraining, because no other
+method renders; move it back when one does); every function is vectorised over rays and frames and
 draws its randomness from a ``torch.Generator``. Conventions (UniPAD's, Nightmare-n/UniPAD,
 projects/mmdet3d_plugin/models/dense_heads/render_utils/):
 
