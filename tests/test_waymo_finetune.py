@@ -149,3 +149,24 @@ def test_run_datasets_is_the_switch_and_rejects_unknown_names():
         **cfg["datasets"]["synthetic_waymo"], "generator": {"keyframes_per_scene": 3}}}}
     with pytest.raises(BenchError, match=r"datasets\.synthetic_waymo\.generator"):
         check_config(bad)
+
+
+@pytest.mark.parametrize("task", ["fusion_detection", "camera_detection"])
+def test_image_half_tasks_on_waymo_lift_five_cameras_and_score_with_waymo_ops(task, waymo_set, waymo_python,
+                                                                            tmp_path):  # noqa: F811
+    """The image-half tasks read Waymo's five cameras through the same lift and are ranked by Waymo's
+    own metric (mAPH at LEVEL_2), as LiDAR detection is."""
+    from xmbench.finetune import run_finetune
+    from xmbench.splits import write_split
+    from xmbench.tasks import load_task
+
+    train = sorted(f["token"] for f in waymo_set["index"]["frames"] if f["split"] == "train")
+    write_split(tmp_path / "split.txt", train)
+    cfg = {**waymo_set["cfg"], "waymo": {"python": str(waymo_python)}}
+    rec = run_finetune(load_task(task), "native", cfg, "synthetic_waymo", "scratch", 1.0, 0,
+                       waymo_set["index_path"], waymo_set["labels_path"], tmp_path / "split.txt", None,
+                       tmp_path / "cell")
+    assert rec["status"] == "ok", rec["reason"]
+    assert rec["primary_metric"]["name"] == "mAPH_L2" and 0 <= rec["primary_metric"]["value"] <= 100
+    assert "camera" in rec["metrics"]["modalities"]
+    assert ("lidar" in rec["metrics"]["modalities"]) == (task == "fusion_detection")
