@@ -11,7 +11,7 @@ from xmbench.config import load_config
 from xmbench.cost import cost_rows
 from xmbench.methods import load_method
 from xmbench.pretraining.loop import settings_for
-from xmbench.results import build_results
+from xmbench.leaderboard.build import build_results
 from tests.conftest import REPO
 
 METHODS = ["scratch", "crosspoint", "simipu", "clap"]

@@ -14,7 +14,7 @@ from scipy import stats as st
 
 from xmbench import grid, stats
 from xmbench.errors import BenchError
-from xmbench.results import build_results
+from xmbench.leaderboard.build import build_results
 from xmbench.splits import labelled_subset, select, write_split
 
 
@@ -104,7 +104,7 @@ def _record(method, fraction, draw, seed, value):
 @pytest.fixture(scope="module")
 def two_draws(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    cfg = {"methods": list(VALUES), "datasets": {"synth": {}}, "tasks": ["segmentation"],
+    cfg = {"methods": list(VALUES), "datasets": {"synth": {"format": "nuscenes"}}, "tasks": ["segmentation"],
            "engines": {"segmentation": "native"}, "fractions": [0.1, 1.0], "seeds": [0, 1, 2],
            "split": {"seed": 0, "level": "frame", "protocol": "hash", "draws": {"default": [0], "10pct": [0, 1]}}}
     paths = []
@@ -261,7 +261,7 @@ def test_cli_writes_each_draw_and_records_the_draw(tmp_path, test_config, monkey
 
 
 def test_a_record_of_another_draw_counts_as_its_folders_cell_and_fails(tmp_path):
-    from xmbench.results import load_runs
+    from xmbench.leaderboard.load import load_runs
 
     cell0 = grid.Cell("synth", "segmentation", "native", "scratch", 0.1, 0, 0)
     cell1 = grid.Cell("synth", "segmentation", "native", "scratch", 0.1, 1, 0)

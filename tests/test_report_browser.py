@@ -20,7 +20,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 KINDS = ["label_efficiency", "gains", "per_class", "gain_vs_cost"]
 
 SNAKEFILE = """
-from xmbench.results import build_results
+from xmbench.leaderboard.build import build_results
 
 CAP = "{captions}"
 NAME = "synth_segmentation"

@@ -11,7 +11,9 @@ from scipy import stats as st
 
 from xmbench import stats
 from xmbench.errors import BenchError
-from xmbench.results import build_results, expected_grid, main as results_main
+from xmbench.cli import main as cli_main
+from xmbench.leaderboard.build import build_results
+from xmbench.leaderboard.load import expected_grid
 
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -284,8 +286,8 @@ def test_expected_grid_follows_the_dag_paths_and_cli_marks_missing(tmp_path, tes
     rec.update(dataset="synthetic_nuscenes", fraction=0.5)
     p.write_text(json.dumps(rec))
     (tmp_path / "config.resolved.json").write_text(json.dumps(cfg))
-    assert results_main(["--out-dir", str(tmp_path), "--config", str(tmp_path / "config.resolved.json"),
-                         "--no-plots"]) == 0
+    assert cli_main(["leaderboard", "--out-dir", str(tmp_path), "--config", str(tmp_path / "config.resolved.json"),
+                     "--no-plots"]) == 0
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert len(board) == len(grid) and (board["status"] == "missing").sum() == len(grid) - 1
 

@@ -138,10 +138,9 @@ def cmd_finetune(a) -> None:
 
 
 def cmd_leaderboard(a) -> None:
-    from .results import build_results
+    from .leaderboard.build import run
 
-    build_results([Path(p) for p in a.metrics], Path(a.out_dir), config=_cfg(a.config) if a.config else None,
-                  published=a.published)
+    run(a)
 
 
 def cmd_gpu_hours(a) -> None:
@@ -236,10 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--methods-dir", default=None)
     s.set_defaults(fn=cmd_new_method)
     s = sub.add_parser("leaderboard")
-    s.add_argument("--out-dir", required=True)
-    s.add_argument("--metrics", nargs="*", default=[])
-    s.add_argument("--config", default=None, help="resolved config: its grid makes absent cells 'missing' rows")
-    s.add_argument("--published", default=None)
+    s.add_argument("--out-dir", required=True, help="the results folder (config results_dir)")
+    s.add_argument("--metrics", nargs="*", default=None,
+                   help="metrics.json paths; default: the config's grid, or every metrics.json under --out-dir")
+    s.add_argument("--config", default=None, help="resolved config (json or yaml): its grid makes absent cells "
+                   "'missing' rows")
+    s.add_argument("--published", default=None, help="published numbers CSV (default config/published_results.csv)")
+    s.add_argument("--no-plots", action="store_true")
     s.set_defaults(fn=cmd_leaderboard)
     args = p.parse_args(argv)
     _die_with_parent()

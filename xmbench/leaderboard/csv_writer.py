@@ -1,0 +1,98 @@
+"""CSV as pandas writes it (NaN and None as empty fields), assembled column by column.
+
+10,000 rows of ~70 fields were the largest single cost of the leaderboard build through
+csv.writer; the run-level file is written in a forked child while the tables are built.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..atomic import atomic_path
+from ..errors import BenchError
+
+_NEEDS_QUOTES = frozenset(',"\r\n')
+
+
+def _csv_text(v) -> str:
+    """One field as the csv module writes it (QUOTE_MINIMAL; NaN and None empty, as pandas writes them)."""
+    if v is None or v != v:
+        return ""
+    s = v if isinstance(v, str) else str(v)
+    if not _NEEDS_QUOTES.isdisjoint(s):
+        s = '"' + s.replace('"', '""') + '"'
+    return s
+
+
+_NUMBER_TYPES = frozenset((bool, int, float))
+
+
+def _column_text(col: pd.Series) -> list[str]:
+    """A column's fields, each distinct value formatted once: leaderboard columns repeat the same
+    few strings (method, status, packages) and numbers thousands of times."""
+    kind = col.dtype.kind
+    vals = col.tolist()
+    if kind in "iub":
+        return list(map(str, vals))
+    types = set(map(type, vals))
+    if kind == "f" or (len(types & _NUMBER_TYPES) <= 1 and not types & {list, dict}):
+        # values of one number type (1, 1.0 and True are equal dict keys but different fields)
+        text = {v: _csv_text(v) for v in set(vals)}
+        return list(map(text.__getitem__, vals))
+    memo: dict = {}
+    out = []
+    for v in vals:
+        key = (v.__class__, v)
+        try:
+            t = memo.get(key)
+            if t is None:
+                t = memo[key] = _csv_text(v)
+        except TypeError:  # unhashable
+            t = _csv_text(v)
+        out.append(t)
+    return out
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """CSV as pandas writes it (NaN and None as empty fields), assembled column by column: 10,000
+    rows of ~70 fields were the largest single cost of the leaderboard build through csv.writer."""
+    header = ",".join(_csv_text(str(c)) for c in df.columns)
+    cols = [_column_text(df[c]) for c in df.columns]
+    body = "\n".join(map(",".join, zip(*cols))) if len(df.columns) else ""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            f.write(header + "\n")
+            if body:
+                f.write(body + "\n")
+
+
+def write_csv_in_child(df: pd.DataFrame, path: Path):
+    """Write the run-level leaderboard in a forked child while this process builds the tables:
+    formatting 10,000 wide rows is the largest cost after the reading, and it needs nothing back.
+    Returns the function that waits for the child (and raises if it failed). Synchronous where
+    there is no fork or a single core."""
+    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+        write_csv(df, path)
+        return lambda: None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: write (atomically), report, and leave without running any cleanup
+        code = 1
+        try:
+            write_csv(df, path)
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - the parent raises it by name
+            print(f"error: {path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        finally:
+            os._exit(code)
+
+    def wait() -> None:
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise BenchError(f"{path}: writing the leaderboard failed (the error is printed above); re-run the "
+                             "leaderboard rule")
+    return wait

@@ -1,0 +1,176 @@
+"""metrics.json files to flat columns (``a.b.c`` names), fast enough for 10,000 files.
+
+The speed work lives here alone (orjson, column-wise flattening, no cyclic GC, forked readers):
+tests/benchmarks/test_harness_scale.py holds the leaderboard build to a ratio of the bare reading.
+"""
+from __future__ import annotations
+
+import json
+import os
+from operator import itemgetter
+
+import orjson
+
+from .schema import ID
+
+_SECTIONS = ("metrics", "cost", "provenance", "init")
+_KNOWN = frozenset(("primary_metric", "recipe", "recipe_hash", "status", "reason") + _SECTIONS + tuple(ID))
+
+
+def _parse(data: bytes):
+    """orjson parses these files 2.3x faster than the json module (the parse is most of the reading
+    cost at 10,000 files); NaN/Infinity, which our writer never emits but a hand-edited file may
+    hold, fall back to the json module, which accepts them."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def read_records(paths) -> list[tuple[str, dict | None, str | None]]:
+    """(path, record or None, error or None) for each path; a missing or broken file is not fatal."""
+    out = []
+    for p in paths:
+        p = str(p)
+        try:
+            with open(p, "rb") as f:
+                out.append((p, _parse(f.read()), None))
+        except FileNotFoundError:
+            out.append((p, None, "missing"))
+        except (OSError, ValueError) as exc:
+            out.append((p, None, f"unreadable metrics.json ({type(exc).__name__}: {exc})"))
+    return out
+
+
+def _json_lists(col: list) -> list:
+    memo: dict = {}
+    out = []
+    for v in col:
+        if isinstance(v, list):
+            try:
+                key = tuple(v)
+                text = memo.get(key)
+                if text is None:
+                    text = memo[key] = json.dumps(v)
+            except TypeError:  # nested lists are not hashable
+                text = json.dumps(v)
+            out.append(text)
+        else:
+            out.append(v)
+    return out
+
+
+def _columns(dicts: list, prefix: str, out: dict) -> None:
+    """Flatten aligned records column by column (``a.b.c`` names). Records of one engine share
+    their keys, so one C-level ``itemgetter`` call per record reads a whole section: this keeps
+    10,000 files cheap (see tests/benchmarks/test_harness_scale.py)."""
+    sigs: dict = {}
+    for d in dicts:
+        if d:
+            sigs.setdefault(tuple(d), None)
+    if not sigs:
+        return
+    if len(sigs) == 1 and len(next(iter(sigs))) > 1:
+        keys = next(iter(sigs))
+        get, none = itemgetter(*keys), (None,) * len(keys)
+        cols = dict(zip(keys, map(list, zip(*[get(d) if d else none for d in dicts]))))
+    else:
+        keys = dict.fromkeys(k for sig in sigs for k in sig)
+        cols = {k: [d.get(k) if d else None for d in dicts] for k in keys}
+    for k, col in cols.items():
+        types = set(map(type, col))
+        if dict in types:
+            _columns([v if isinstance(v, dict) else None for v in col], f"{prefix}{k}.", out)
+        elif list in types:
+            out[f"{prefix}{k}"] = _json_lists(col)
+        else:
+            out[f"{prefix}{k}"] = col
+
+
+def records_to_columns(records: list[dict], paths: list[str]) -> dict[str, list]:
+    """The leaderboard's columns from metrics.json records (``metrics.miou``, ``cost.wall_seconds``, ...)."""
+    out: dict[str, list] = {k: [r.get(k) for r in records] for k in ID + ["status", "reason"]}
+    pms = [r.get("primary_metric") or {} for r in records]
+    out["primary_metric"] = [pm.get("name") for pm in pms]
+    out["primary_unit"] = [pm.get("unit") for pm in pms]
+    out["primary_value"] = [pm.get("value") for pm in pms]
+    for section in _SECTIONS:
+        _columns([r.get(section) if isinstance(r.get(section), dict) else None for r in records], section + ".", out)
+    out["recipe_hash"] = [r.get("recipe_hash") for r in records]
+    _columns([r.get("recipe") if isinstance(r.get("recipe"), dict) else None for r in records], "recipe.", out)
+    extra = {k: None for r in records for k in r.keys() - _KNOWN}
+    if extra:
+        _columns([{k: r[k] for k in r.keys() - _KNOWN} for r in records], "", out)
+    out["path"] = list(paths)
+    return out
+
+
+class NoGC:
+    """The loader allocates ~100 containers per file and keeps them all: Python's cyclic collector
+    would re-traverse that growing heap again and again (it dominated the time at 10,000 files)."""
+
+    def __enter__(self):
+        import gc
+
+        self.was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        import gc
+
+        if self.was:
+            gc.enable()
+
+
+def _read_chunk(paths: list[str]) -> tuple[dict | None, list[tuple[str, str]]]:
+    with NoGC():
+        records, ok_paths, failures = [], [], []
+        for path, rec, err in read_records(paths):
+            if isinstance(rec, dict):
+                records.append(rec)
+                ok_paths.append(path)
+            else:
+                failures.append((path, err or "not a JSON object"))
+        return (records_to_columns(records, ok_paths) if records else None), failures
+
+
+PARALLEL_MIN_FILES = 4000
+
+
+def _merge_columns(parts: list[dict | None]) -> dict | None:
+    parts = [p for p in parts if p]
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+    names = list(dict.fromkeys(k for p in parts for k in p))
+    out = {}
+    for k in names:
+        col = []
+        for p in parts:
+            v = p.get(k)
+            col.extend(v if v is not None else [None] * len(p["path"]))
+        out[k] = col
+    return out
+
+
+def read_columns(paths: list[str], workers: int | None = None,
+                 min_files: int | None = None) -> tuple[dict | None, list[tuple[str, str]]]:
+    """Read and flatten every metrics.json into columns; (columns, [(path, error)]).
+
+    JSON parsing is CPU-bound: above PARALLEL_MIN_FILES files, on 4 cores or more, the reading is
+    split over forked worker processes (one per core, at most 8), each returning its columns; one process otherwise,
+    or if a pool cannot start. ``min_files`` overrides PARALLEL_MIN_FILES (tests fork on fewer)."""
+    if workers is None:  # measured: on 2 cores the pickling costs more than the second core gains
+        cores = os.cpu_count() or 1
+        workers = min(8, cores) if cores >= 4 else 1
+    if workers < 2 or len(paths) < (PARALLEL_MIN_FILES if min_files is None else min_files):
+        return _read_chunk(paths)
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [paths[i * len(paths) // workers:(i + 1) * len(paths) // workers] for i in range(workers)]
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            results = list(pool.map(_read_chunk, chunks))
+    except (OSError, RuntimeError, ValueError):
+        return _read_chunk(paths)
+    return _merge_columns([r[0] for r in results]), [f for r in results for f in r[1]]
