@@ -265,7 +265,8 @@ def pretrain_costs_of(part: pd.DataFrame) -> dict[str, dict]:
 class Table:
     """One (dataset, task, engine, track) table: its runs, every number computed from them, and what
     it is shown with. ``info`` names it (dataset, task, engine, track, name, metric, unit, protocol);
-    ``figures`` (plot kind -> PNG path) is filled by the plots."""
+    ``methods`` orders the rows and gives each method its colour in every plot; ``figures`` (plot kind
+    -> PNG path) is filled by the plots."""
     info: dict
     part: pd.DataFrame
     long: pd.DataFrame
@@ -274,6 +275,7 @@ class Table:
     pairs: pd.DataFrame
     draws: pd.DataFrame
     published: pd.DataFrame
+    methods: list[str] = field(default_factory=list)  # the rows' order, the baseline first
     figures: dict[str, Path] = field(default_factory=dict)
 
 
@@ -281,4 +283,4 @@ def table(part: pd.DataFrame, info: dict, methods=None, published: pd.DataFrame 
     long = summary_long(part, methods)
     gains, pairs = gains_table(part)
     return Table(info, part, long, summary_table(part, methods, long), gains, pairs, draws_table(part),
-                 published if published is not None else pd.DataFrame())
+                 published if published is not None else pd.DataFrame(), method_order(part["method"], methods))

@@ -52,6 +52,25 @@ def _ylabel(info: dict) -> str:
     return f"{info['metric']} ({info['unit']})" if info.get("unit") else str(info["metric"])
 
 
+def _colours(t: Table) -> dict:
+    """One colour per method, from the table's fixed method order: a method keeps its colour in every
+    plot (the gain plots have no baseline, so positional colours would shift by one there)."""
+    import seaborn as sns
+
+    return dict(zip(t.methods, sns.color_palette(n_colors=max(len(t.methods), 1))))
+
+
+def _gain_unit(info: dict) -> str:
+    """A difference of percentages is in percentage points."""
+    return info["unit"] + " points" if info.get("unit") == "%" else info.get("unit", "")
+
+
+def _metric_name(prefix: str) -> str:
+    """``metrics.iou_per_class`` -> ``IoU``: the per-class metric as a reader names it, not its key."""
+    key = prefix.split(".")[-1].removesuffix("_per_class")
+    return {"iou": "IoU", "ap": "AP", "aph": "APH", "acc": "accuracy"}.get(key, key.replace("_", " "))
+
+
 def _empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.4")
     ax.set_xticks([])
@@ -61,16 +80,13 @@ def _empty(ax, text: str) -> None:
 def label_efficiency(t: Table, path: Path) -> None:
     """The primary metric against the labelled share, one line per method, published points beside."""
     plt, sns = _plt()
-    from .aggregate import method_order
-
     part, info, published_rows = t.part, t.info, t.published
     ok = part[part["status"] == "ok"].copy()
     ok["labels (%)"] = ok["fraction"].astype(float) * 100
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    order = method_order(part["method"])
     if len(ok):
-        sns.lineplot(data=ok, x="labels (%)", y="primary_value", hue="method", hue_order=order, marker="o",
-                     errorbar=t_interval, err_style="band", ax=ax)
+        sns.lineplot(data=ok, x="labels (%)", y="primary_value", hue="method", hue_order=t.methods,
+                     palette=_colours(t), marker="o", errorbar=t_interval, err_style="band", ax=ax)
         ax.set_xscale("log")
         fr = sorted(ok["labels (%)"].unique())
         ax.set_xticks(fr)
@@ -109,14 +125,15 @@ def gain_bars(t: Table, path: Path) -> None:
         d = pairs.copy()
         fr = sorted(d["fraction"].astype(float).unique())
         d["labels"] = pd.Categorical(d["fraction"].map(fraction_label), [fraction_label(f) for f in fr])
-        sns.barplot(data=d, x="labels", y="gain", hue="method", hue_order=method_order(d["method"]),
+        sns.barplot(data=d, x="labels", y="gain", hue="method", hue_order=method_order(d["method"], t.methods),
+                    palette=_colours(t),
                     errorbar=t_interval, capsize=0.1, ax=ax)
         ax.axhline(0, color="0.2", lw=0.8)
         ax.legend(title="method", fontsize=8)
     else:
         _empty(ax, f"no run paired with {BASELINE} yet")
     ax.set_xlabel("labelled training frames")
-    ax.set_ylabel(f"gain over {BASELINE} ({info['unit'] + ' points' if info.get('unit') == '%' else info.get('unit', '')})")
+    ax.set_ylabel(f"gain over {BASELINE} ({_gain_unit(info)})")
     ax.set_title(f"Gain over {BASELINE}: {info['dataset']} {info['task']} ({info['engine']})\n"
                  "paired by draw, seed and split, error bar = 95% t-interval", fontsize=11)
     fig.tight_layout()
@@ -141,7 +158,7 @@ def per_class_heatmap(t: Table, path: Path) -> None:
         _save(fig, path)
         return
     classes = [c[len(prefix) + 1:] for c in cols]
-    order = method_order(ok["method"])
+    order = method_order(ok["method"], t.methods)
     vals = ok[cols].apply(pd.to_numeric, errors="coerce")
     scale = 100.0 if info.get("unit") == "%" and np.nanmax(np.abs(vals.to_numpy(float)), initial=0) <= 1 else 1.0
     n = len(fractions)
@@ -152,7 +169,7 @@ def per_class_heatmap(t: Table, path: Path) -> None:
         mat = (vals[sel].groupby(ok.loc[sel, "method"]).mean() * scale).reindex(order)
         mat.columns = classes
         sns.heatmap(mat, ax=ax, vmin=0, vmax=100 if scale == 100.0 else None, cmap="viridis", annot=len(classes) <= 20,
-                    fmt=".0f", cbar_kws={"label": f"{prefix.split('.')[-1]} ({info.get('unit', '')})"})
+                    fmt=".0f", cbar_kws={"label": f"{_metric_name(prefix)} ({info.get('unit', '')})"})
         ax.set_title(f"{fraction_label(f)} labels (mean over draws and seeds; blank = class absent from val)", fontsize=10)
         ax.set_ylabel("method")
         ax.tick_params(axis="y", rotation=0)
@@ -160,7 +177,7 @@ def per_class_heatmap(t: Table, path: Path) -> None:
         ax.tick_params(axis="x", rotation=45)
         for lab in ax.get_xticklabels():
             lab.set_ha("right")
-    fig.suptitle(f"Per-class {prefix.split('.')[-1]}: {info['dataset']} {info['task']} ({info['engine']})",
+    fig.suptitle(f"Per-class {_metric_name(prefix)}: {info['dataset']} {info['task']} ({info['engine']})",
                  fontsize=12)
     fig.tight_layout()
     _save(fig, path)
@@ -182,16 +199,17 @@ def gain_vs_cost(t: Table, path: Path) -> None:
     g = g[g["cost"].notna()]
     if len(g):
         g["labels"] = g["fraction"].map(fraction_label)
-        sns.scatterplot(data=g, x="cost", y="mean_gain", hue="labels", style="method", s=80, ax=ax)
+        sns.scatterplot(data=g, x="cost", y="mean_gain", hue="method", palette=_colours(t), style="labels", s=80,
+                        hue_order=[m for m in t.methods if m in set(g["method"])], ax=ax)
         for r in g.itertuples():
             if r.ci95_low == r.ci95_low:
                 ax.plot([r.cost, r.cost], [r.ci95_low, r.ci95_high], color="0.6", lw=1, zorder=0)
         ax.axhline(0, color="0.2", lw=0.8)
-        ax.legend(fontsize=8, title="labels / method")
+        ax.legend(fontsize=8, title="method / labels")
     else:
         _empty(ax, "no pretraining cost or gain recorded yet")
     ax.set_xlabel(label)
-    ax.set_ylabel(f"mean gain over {BASELINE} ({info.get('unit', '')})")
+    ax.set_ylabel(f"mean gain over {BASELINE} ({_gain_unit(info)})")
     ax.set_title(f"Gain against pretraining cost: {info['dataset']} {info['task']} ({info['engine']})\n"
                  "line = 95% t-interval of the gain", fontsize=11)
     fig.tight_layout()
