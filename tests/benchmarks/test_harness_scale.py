@@ -3,7 +3,8 @@ tests time themselves with time.perf_counter and assert their bounds either way,
 work to the ``benchmark`` fixture (one round) so `pytest --benchmark-enable` records it too.
 
 - Planning the paper configuration extended to every method, task, dataset, fraction and seed
-  (`snakemake -n`, several hundred jobs) takes under 10 s.
+  (`snakemake -n`, thousands of jobs) costs less than 4x Snakemake planning a one-rule workflow
+  with as many jobs, both measured in the same run.
 - Building the leaderboard (leaderboard.csv, per-task tables, gains, report.md; plots excluded: their
   cost does not grow with the number of runs) from 10,000 metrics.json takes at most twice as long as
   merely reading those files with the standard library (open + json.loads, records kept), measured
@@ -52,22 +53,53 @@ def full_paper_config(tmp_path: Path) -> Path:
     return path
 
 
-def test_planning_the_full_paper_grid_takes_under_10_s(tmp_path, benchmark):
+PLANNING_RATIO = 4.0   # our DAG (several rules, each cell's split, index and pretraining inputs) vs one rule
+
+
+def _plan_seconds(cmd, cwd) -> tuple[subprocess.CompletedProcess, float]:
+    t = time.perf_counter()
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return res, time.perf_counter() - t
+
+
+def test_planning_the_full_paper_grid_costs_a_few_times_a_trivial_workflow_of_its_size(tmp_path, benchmark):
+    """`snakemake -n` on the paper grid, against Snakemake planning a one-rule workflow with as many
+    jobs, both timed in this run (best of 2, interleaved), so a loaded machine slows both alike."""
     cfg_path = full_paper_config(tmp_path)
     cfg = yaml.safe_load(cfg_path.read_text())
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(cfg_path),
-           "--config", f"results_dir={tmp_path / 'results'}"]
-    res, seconds = _once(benchmark, lambda: subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                                                           timeout=120))
+    cfg["openpcdet"] = {**(cfg.get("openpcdet") or {}), "root": str(REPO.parent / "shared" / "OpenPCDet")}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    ours = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(cfg_path),
+            "--config", f"results_dir={tmp_path / 'results'}"]
+    (res, _), _ = _once(benchmark, lambda: _plan_seconds(ours, REPO))   # also warms the imports
     assert res.returncode == 0, res.stderr[-3000:]
     total = re.search(r"^total\s+(\d+)\s*$", res.stdout + res.stderr, re.M)
     assert total, (res.stdout + res.stderr)[-2000:]
+    n_jobs = int(total.group(1))
     n_finetune = (len(cfg["datasets"]) * len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["fractions"])
                   * len(cfg["seeds"]))
-    assert int(total.group(1)) >= n_finetune >= 300
-    print(f"\nsnakemake -n: {total.group(1)} jobs ({n_finetune} finetune) planned in {seconds:.2f} s")
-    assert seconds < 10.0, (f"planning {total.group(1)} jobs took {seconds:.1f} s (limit 10 s); if `scontrol show "
-                            "config` hangs here, a slurm.conf names a controller that is down (see README)")
+    assert n_jobs >= n_finetune >= 300
+    trivial = tmp_path / "trivial"
+    trivial.mkdir()
+    (trivial / "Snakefile").write_text(f"""N = {n_jobs - 1}
+rule all:
+    input: expand("out/{{i}}.txt", i=range(N))
+rule make:
+    output: "out/{{i}}.txt"
+    shell: "touch {{output}}"
+""")
+    reference = [sys.executable, "-m", "snakemake", "-n", "--cores", "1"]
+    ours_s, ref_s = [], []
+    for _ in range(2):
+        ours_s.append(_plan_seconds(ours, REPO)[1])
+        ref = _plan_seconds(reference, trivial)
+        assert ref[0].returncode == 0, ref[0].stderr[-2000:]
+        ref_s.append(ref[1])
+    ratio = min(ours_s) / min(ref_s)
+    print(f"\nsnakemake -n: {n_jobs} jobs planned in {min(ours_s):.2f} s; a one-rule workflow of "
+          f"{n_jobs} jobs in {min(ref_s):.2f} s (ratio {ratio:.2f}, limit {PLANNING_RATIO})")
+    assert ratio < PLANNING_RATIO, (f"planning took {ratio:.1f}x a trivial workflow of the same size; if "
+                                    "`scontrol show config` hangs here, a slurm.conf names a controller that is down")
 
 
 def _record(d, t, m, f, s, i):
