@@ -31,6 +31,10 @@ def _bev_pool(x, geom, b, nz, nx, ny):
 def load(openpcdet: Path):
     """Returns the modules ``swin``, ``generalized_lss``, ``depth_lss`` and ``convfuser``."""
     root = openpcdet / "pcdet" / "models"
+    # stand-in `pcdet` packages live only while the reference files execute (depth_lss imports
+    # pcdet.ops.bev_pool at import time): left in sys.modules, they would shadow the real OpenPCDet
+    # that the engine tests import later in the same session
+    stubbed = [n for n in ("pcdet", "pcdet.ops", "pcdet.ops.bev_pool") if n not in sys.modules]
     if "pcdet_ref" not in sys.modules:
         for name in ("pcdet_ref", "pcdet_ref.models", "pcdet_ref.models.model_utils",
                      "pcdet_ref.models.backbones_image", "pcdet_ref.models.backbones_image.img_neck",
@@ -39,11 +43,12 @@ def load(openpcdet: Path):
             pkg = types.ModuleType(name)
             pkg.__path__ = []
             sys.modules[name] = pkg
+    if stubbed:
         ops = types.ModuleType("pcdet.ops.bev_pool")
         ops.bev_pool = _bev_pool
         for name in ("pcdet", "pcdet.ops"):
             sys.modules.setdefault(name, types.ModuleType(name))
-        sys.modules["pcdet.ops.bev_pool"] = ops
+        sys.modules.setdefault("pcdet.ops.bev_pool", ops)
     files = {"pcdet_ref.models.model_utils.swin_utils": root / "model_utils" / "swin_utils.py",
              "pcdet_ref.models.model_utils.basic_block_2d": root / "model_utils" / "basic_block_2d.py",
              "pcdet_ref.models.backbones_image.swin": root / "backbones_image" / "swin.py",
@@ -59,6 +64,8 @@ def load(openpcdet: Path):
             sys.modules[name] = module
             spec.loader.exec_module(module)
         mods[name.rsplit(".", 1)[1]] = sys.modules[name]
+    for name in stubbed:
+        sys.modules.pop(name, None)
     return mods
 
 

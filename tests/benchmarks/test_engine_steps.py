@@ -67,16 +67,7 @@ def _report(benchmark, name, t):
     return ratio, load
 
 
-# fusion over budget today (step/backbone ~3.0): the embedded default's camera branch keeps BEVFusion's
-# neck 256 / lift 80 / fuser 256 channels on a 224 x 128 input, and the lift (depthnet + the
-# downsample convs on the 2x finer splat grid) costs ~0.5 s of a 1.8 s step. model.image
-# {neck: 64, lift: 32, fuser: 128} measured 0.34 s instead of 0.87 s for the branch, not yet
-# validated for fusion mAP. strict: the test fails loudly once the budget holds, to be un-marked.
-FUSION_OVER_BUDGET = pytest.mark.xfail(strict=True, reason="camera branch at BEVFusion's channel widths: "
-                                       "step ~3x the backbones (see comment)")
-
-
-@pytest.mark.parametrize("task", ["detection", pytest.param("fusion_detection", marks=FUSION_OVER_BUDGET)])
+@pytest.mark.parametrize("task", ["detection", "fusion_detection"])
 def test_detection_step_against_its_backbones(task, tiny_index, benchmark):
     _, det = load_task("detection").engine("native")
     overlay = None if task == "detection" else REPO / "downstream" / task / "native.yaml"
