@@ -40,6 +40,7 @@ DRAW_WILDCARD = "(-draw[1-9][0-9]*)?"   # the {draw} wildcard's values: empty fo
 _DRAW_TAG = re.compile(r"-draw([1-9][0-9]*)")
 
 
+@functools.lru_cache(maxsize=4096)
 def fraction_tag(fraction: float) -> str:
     """A path-safe name for a label fraction: 0.01 -> '1pct', 0.005 -> '0.5pct', 1.0 -> '100pct'."""
     return f"{round(float(fraction) * 100, 6):g}pct"
@@ -102,6 +103,7 @@ def pretrain_record(results_dir: str | Path, dataset: str, method: str, track: s
     return Path(results_dir) / PRETRAIN_RECORD.format(dataset=dataset, method=method, track=track_tag(track))
 
 
+@functools.lru_cache(maxsize=4096)
 def split_tag(fraction: float, draw: int = 0) -> str:
     """A labelled subset's name in paths: '1pct' (draw 0), '1pct-draw2'."""
     return fraction_tag(fraction) + draw_tag(draw)
