@@ -26,11 +26,10 @@ def _ungraded(module: torch.nn.Module) -> list[str]:
             if p.requires_grad and (p.grad is None or not bool((p.grad != 0).any()))]
 
 
-@pytest.mark.parametrize("method", PRETRAINING)
-def test_one_step_reaches_every_exported_parameter(method, tiny_index, test_config, tmp_path):
-    cfg = json.loads(json.dumps(test_config))
+def _one_step(method: str, cfg: dict, index, tmp_path) -> torch.nn.Module:
+    """The method after one backward pass of its summed terms on two frames."""
     spec = load_method(method)
-    pre = Pretrainer(spec, cfg, tiny_index["index"], tmp_path)
+    pre = Pretrainer(spec, cfg, index, tmp_path)
     module = pre.module.train()
     batch = collate([pre.dataset[0], pre.dataset[1]])
     # past any warm-up (CLAP's uniform epochs), as most steps of a run are
@@ -38,6 +37,12 @@ def test_one_step_reaches_every_exported_parameter(method, tiny_index, test_conf
                  method_epochs=spec.value("schedule", "epochs"))
     module.zero_grad(set_to_none=True)
     sum(module(batch).values()).backward()
+    return module
+
+
+@pytest.mark.parametrize("method", PRETRAINING)
+def test_one_step_reaches_every_exported_parameter(method, tiny_index, test_config, tmp_path):
+    module = _one_step(method, json.loads(json.dumps(test_config)), tiny_index["index"], tmp_path)
     exported = pretrained_modules(module)
     assert {"backbone_3d", "image_backbone"} <= set(exported)
     for prefix, part in exported.items():
@@ -80,14 +85,7 @@ def test_with_swin_only_the_neck_only_norms_go_without_gradient(method, tiny_ind
     cfg["model"]["image"] = {**cfg["model"]["image"], "arch": "swin",
                              "swin": {"embed_dims": 12, "depths": [1, 1, 2, 1], "num_heads": [1, 1, 2, 2],
                                       "window_size": 4}}
-    spec = load_method(method)
-    pre = Pretrainer(spec, cfg, tiny_index["index"], tmp_path)
-    module = pre.module.train()
-    batch = collate([pre.dataset[0], pre.dataset[1]])
-    batch.update(generator=torch.Generator().manual_seed(0), epoch=10, step=0, epochs=12,
-                 method_epochs=spec.value("schedule", "epochs"))
-    module.zero_grad(set_to_none=True)
-    sum(module(batch).values()).backward()
+    module = _one_step(method, cfg, tiny_index["index"], tmp_path)
     missing = set(_ungraded(pretrained_modules(module)["image_backbone"]))
     reads_neck = "neck" in pretrained_modules(module)
     assert missing == (set() if reads_neck else SWIN_NECK_ONLY), f"{method}: {sorted(missing)}"
