@@ -89,16 +89,21 @@ def prepare(ctx: FinetuneContext, settings: dict) -> dict:
             camera_wh = im.size
     cfg = make_config(template, root, data_path, version, ctx.model_cfg, info_train, info_val, db_info,
                       ctx.recipe, 1, db_counts=counts, gpus=gpus, camera_wh=camera_wh)
+    return _plan(ctx, settings, root, work, template, cfg, class_names, present, counts)
+
+
+def _plan(ctx: FinetuneContext, settings: dict, root: Path, work: Path, template: str, cfg: dict, class_names,
+          present, counts) -> dict:
+    """Both formats' last step: the cell's tag, its written config and the train.py command."""
     ckpt_sha = sha256_file(ctx.init_checkpoint) if ctx.init_checkpoint else None
     tag = run_tag(ctx.dataset, ctx.method, ctx.fraction, ctx.seed, ctx.recipe, ckpt_sha,
                   getattr(ctx, "split_sha256", None) or ",".join(sorted(ctx.train_tokens)), template)
     cfg_file = write_config(cfg, work / "cfgs" / f"{template}.yaml")
-    command = train_command(cfg_file, tag, batch, 1, gpus, ctx.init_checkpoint, int(settings["workers"]),
-                            python=settings["python"])
-    record = _record(ctx, template, tag, class_names, present, counts, cfg)
+    command = train_command(cfg_file, tag, int(ctx.recipe["batch_size"]), 1, int(settings["gpus"]),
+                            ctx.init_checkpoint, int(settings["workers"]), python=settings["python"])
     return {"root": root, "work": work, "cfg_file": cfg_file, "tag": tag, "command": command, "epochs": 1,
-            "output_dir": output_dir(root, cfg_file, tag), "class_names": class_names, "record": record,
-            "prefixes": model_prefixes(cfg)}
+            "output_dir": output_dir(root, cfg_file, tag), "class_names": class_names,
+            "record": _record(ctx, template, tag, class_names, present, counts, cfg), "prefixes": model_prefixes(cfg)}
 
 
 def _record(ctx, template, tag, class_names, present, counts, cfg) -> dict:
@@ -134,15 +139,7 @@ def prepare_waymo(ctx: FinetuneContext, settings: dict, root: Path, template: st
     gpus = int(settings["gpus"])
     cfg = make_config(template, root, data_path, ctx.index.get("version", ""), ctx.model_cfg, None, None, db_info,
                       ctx.recipe, 1, db_counts=counts, gpus=gpus)
-    ckpt_sha = sha256_file(ctx.init_checkpoint) if ctx.init_checkpoint else None
-    tag = run_tag(ctx.dataset, ctx.method, ctx.fraction, ctx.seed, ctx.recipe, ckpt_sha,
-                  getattr(ctx, "split_sha256", None) or ",".join(sorted(ctx.train_tokens)), template)
-    cfg_file = write_config(cfg, work / "cfgs" / f"{template}.yaml")
-    command = train_command(cfg_file, tag, batch, 1, gpus, ctx.init_checkpoint, int(settings["workers"]),
-                            python=settings["python"])
-    return {"root": root, "work": work, "cfg_file": cfg_file, "tag": tag, "command": command, "epochs": 1,
-            "output_dir": output_dir(root, cfg_file, tag), "class_names": class_names, "format": "waymo",
-            "record": _record(ctx, template, tag, class_names, present, counts, cfg), "prefixes": model_prefixes(cfg),
+    return {**_plan(ctx, settings, root, work, template, cfg, class_names, present, counts), "format": "waymo",
             "val_tokens": val_tokens}
 
 
