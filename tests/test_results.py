@@ -230,6 +230,28 @@ def test_a_nan_in_a_hand_edited_file_is_read_and_written_as_empty(tmp_path):
     assert math.isnan(csv_row["metrics.freq_weighted_iou"]) and csv_row["primary_value"] == 20.0
 
 
+def test_forked_readers_hand_back_what_one_process_reads_nan_included(tmp_path):
+    """Above PARALLEL_MIN_FILES the files are split over forked readers that send columns back
+    (orjson, which would turn NaN into null, or pickle for a chunk that held one)."""
+    from xmbench.leaderboard.read import read_columns
+
+    paths = []
+    for i in range(6):
+        text = json.dumps(_record("scratch" if i % 2 else "alpha", 0.1, i, 20.0 + i))
+        if i == 4:   # in the second child's share
+            text = text.replace('"freq_weighted_iou": 0.8', '"freq_weighted_iou": NaN')
+        paths.append(tmp_path / f"m{i}.json")
+        paths[-1].write_text(text)
+    paths.append(tmp_path / "absent.json")
+    serial, fails_serial = read_columns([str(p) for p in paths], workers=1)
+    forked, fails_forked = read_columns([str(p) for p in paths], workers=3, min_files=1)
+    assert fails_forked == fails_serial == [(str(tmp_path / "absent.json"), "missing")]
+    assert list(forked) == list(serial)
+    fw = forked["metrics.freq_weighted_iou"]
+    assert math.isnan(fw[4]) and fw[:4] == serial["metrics.freq_weighted_iou"][:4]
+    assert forked["seed"] == list(range(6)) and forked["primary_value"] == [20.0 + i for i in range(6)]
+
+
 def test_a_leaderboard_that_cannot_be_written_fails_by_name_and_leaves_no_temp_file(tmp_path):
     """The run-level CSV is written by a forked child; its failure must reach the caller."""
     (tmp_path / "m.json").write_text(json.dumps(_record("scratch", 0.1, 0, 20.0)))

@@ -126,17 +126,19 @@ GAIN_COLUMNS = ["method", "fraction", "n_pairs", "n_draws", "mean_gain", "std_ga
                 "relative_gain_pct", "unpaired_runs", "note"]
 
 
-def gains_table(part: pd.DataFrame, baseline: str = BASELINE) -> tuple[pd.DataFrame, pd.DataFrame]:
+def gains_table(part: pd.DataFrame, baseline: str = BASELINE,
+                paired: list[tuple] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Gain over the baseline, paired on (fraction, draw, seed, split sha256); Holm over the family.
 
     With several draws the interval and the paired test run over the draws' mean gains (stats.py);
     sd_gain_seed and sd_gain_draw split the gain's spread like the values'. Returns (table, pairs):
     the table per (method, fraction) and the paired differences behind it. Plain Python over the
-    columns: pandas' merge and groupby cost more than the arithmetic here.
+    columns: pandas' merge and groupby cost more than the arithmetic here. ``paired``: _paired's
+    rows, where the caller has them already.
     """
     groups: dict = {}
     pair_rows = []
-    for m, f, k, s, sp, v, b, gain in _paired(part, baseline):
+    for m, f, k, s, sp, v, b, gain in (_paired(part, baseline) if paired is None else paired):
         groups.setdefault((m, f), []).append((k, v, b))
         if b == b:
             pair_rows.append((m, f, k, s, sp, v, b, gain))
@@ -180,7 +182,7 @@ DRAW_COLUMNS = ["method", "fraction", "draw", "split_sha256", "n", "mean", "std"
                 "n_pairs", "mean_gain", "std_gain", "gain_ci95_low", "gain_ci95_high", "p_value"]
 
 
-def draws_table(part: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+def draws_table(part: pd.DataFrame, baseline: str = BASELINE, paired: list[tuple] | None = None) -> pd.DataFrame:
     """One row per (method, fraction, draw): the value over seeds on that labelled subset, and the gain
     over the baseline paired by seed on it (p: paired t-test over seeds, no multiplicity correction:
     these rows show where the pooled numbers of the leaderboard and gains tables come from)."""
@@ -196,7 +198,7 @@ def draws_table(part: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
         if isinstance(sp, str) and sp:
             shas.setdefault(key, set()).add(sp)
     gains: dict = {}
-    for m, f, k, s, sp, v, b, gain in _paired(part, baseline):
+    for m, f, k, s, sp, v, b, gain in (_paired(part, baseline) if paired is None else paired):
         if b == b:
             gains.setdefault((m, f, k), []).append(gain)
     order = {m: i for i, m in enumerate(method_order(part["method"]))}
@@ -281,6 +283,8 @@ class Table:
 
 def table(part: pd.DataFrame, info: dict, methods=None, published: pd.DataFrame | None = None) -> Table:
     long = summary_long(part, methods)
-    gains, pairs = gains_table(part)
-    return Table(info, part, long, summary_table(part, methods, long), gains, pairs, draws_table(part),
+    paired = _paired(part, BASELINE)
+    gains, pairs = gains_table(part, paired=paired)
+    return Table(info, part, long, summary_table(part, methods, long), gains, pairs,
+                 draws_table(part, paired=paired),
                  published if published is not None else pd.DataFrame(), method_order(part["method"], methods))
