@@ -234,6 +234,65 @@ def test_intact_val_labels_pass_the_check(dataset_copy):
     assert check_val_lidarseg(dataset_copy["index_obj"], dataset_copy["labels_obj"]) > 0
 
 
+# --------------------------------------------------------------------------- nuScenes tables
+
+def _edit_table(version_dir: Path, name: str, edit) -> None:
+    path = version_dir / f"{name}.json"
+    recs = json.loads(path.read_text())
+    edit(recs)
+    path.write_text(json.dumps(recs))
+
+
+def _first(field, value=None, drop=False):
+    def edit(recs):
+        rec = next(r for r in recs if field in r)
+        if drop:
+            del rec[field]
+        else:
+            rec[field] = value
+    return edit
+
+
+def _cam_record(recs):   # a camera's calibration: the devkit indexes it, only our walk reads its intrinsic
+    del next(r for r in recs if r["camera_intrinsic"])["camera_intrinsic"]
+
+
+TABLE_FAULTS = {
+    "truncated": ("sample", None, "sample.json: not valid JSON"),
+    "missing": ("ego_pose", None, "ego_pose.json: nuScenes table missing"),
+    "dangling token": ("sample_data", _first("calibrated_sensor_token", "0" * 32),
+                       "which calibrated_sensor.json does not hold"),
+    "field the devkit indexes": ("sample_annotation", _first("instance_token", drop=True),
+                                 "sample_annotation.json: record"),
+    "field only the walk reads": ("calibrated_sensor", _cam_record, "lacks field 'camera_intrinsic'"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(TABLE_FAULTS))
+def test_a_broken_nuscenes_table_is_one_line_naming_it(fault, tiny_index, tmp_path, test_config):
+    """nuscenes-devkit reports these as bare JSONDecodeError / KeyError tracebacks naming no file."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_index["dataroot"], root)
+    version_dir = root / test_config["datasets"]["synthetic_nuscenes"]["version"]
+    table, edit, expected = TABLE_FAULTS[fault]
+    path = version_dir / f"{table}.json"
+    if fault == "truncated":
+        path.write_bytes(path.read_bytes()[:-40])
+    elif fault == "missing":
+        path.unlink()
+    else:
+        _edit_table(version_dir, table, edit)
+    out = tmp_path / "index"
+    res = subprocess.run([sys.executable, "-m", "xmbench.cli", "index", "--config", str(tiny_index["config"]),
+                          "--dataset", "synthetic_nuscenes", "--root", str(root), "--index", str(out / "index.json"),
+                          "--labels", str(out / "labels.json")], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode != 0
+    line = _one_line(res.stderr.strip())
+    assert line.startswith(f"error: {version_dir}") and expected in line, line
+    assert "re-download" in line
+    assert not out.exists() or not list(out.iterdir())   # nothing half written
+
+
 # --------------------------------------------------------------------------- hand-edited metrics
 
 def _metrics(cell_dir: Path, method="crosspoint", fraction=1.0, value=50.0) -> Path:

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
+from xmbench.errors import BenchError
+
 from test_waymo_env import waymo_python  # noqa: F401  (a fixture: fails when .venv-waymo is missing)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,6 +119,39 @@ def test_segmentation_split_without_labelled_frames_fails_with_the_reason(waymo_
                        tmp_path / "cell")
     assert rec["status"] == "failed" and "has segmentation labels" in rec["reason"]
     assert json.loads((tmp_path / "cell" / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_a_bad_val_segmentation_file_is_refused_before_training(waymo_set, tmp_path, monkeypatch):
+    """A Waymo val label file that does not match its cloud is named before any training (headers
+    only), not after the whole run by the scoring."""
+    import shutil
+
+    from xmbench.config import check_config
+    from xmbench.finetune import run_finetune
+    from xmbench.inputs import check_val_lidarseg
+    from xmbench.splits import write_split
+    from xmbench.tasks import TaskSpec, load_task
+
+    index, labels = waymo_set["index"], waymo_set["labels"]
+    assert check_val_lidarseg(index, labels) == sum(
+        1 for f in index["frames"] if f["split"] == "val" and labels["frames"][f["token"]]["lidarseg_path"]) > 0
+    frames = tmp_path / "frames"
+    shutil.copytree(index["dataroot"], frames)
+    val = next(f for f in index["frames"] if f["split"] == "val" and labels["frames"][f["token"]]["lidarseg_path"])
+    seg = frames / labels["frames"][val["token"]]["lidarseg_path"]
+    np.save(seg, np.load(seg)[:-3])    # three labels short of its cloud
+    (tmp_path / "index.json").write_text(json.dumps({**index, "dataroot": str(frames)}))
+    split = tmp_path / "split.txt"
+    write_split(split, [f["token"] for f in index["frames"] if f["split"] == "train"])
+    monkeypatch.setattr(TaskSpec, "engine", lambda self, name=None: pytest.fail("the engine must not start"))
+    rec = run_finetune(load_task("segmentation"), "native", check_config(waymo_set["cfg"]), "synthetic_waymo",
+                       "scratch", 1.0, 0, tmp_path / "index.json", waymo_set["labels_path"], split, None,
+                       tmp_path / "cell")
+    assert rec["status"] == "failed" and str(seg) in rec["reason"] and "\n" not in rec["reason"]
+    assert "does not belong to this cloud" in rec["reason"]
+    seg.unlink()
+    with pytest.raises(BenchError, match="val segmentation label file missing"):
+        check_val_lidarseg({**index, "dataroot": str(frames)}, labels)
 
 
 def test_a_failing_waymo_tool_gives_its_own_error_line(waymo_python, tmp_path):  # noqa: F811

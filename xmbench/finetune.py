@@ -168,7 +168,7 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
         torch.set_num_threads(cfg.get("threads", 1))
         task.check_format(fmt, dataset)
         index, labels = load_json(index_path), load_json(labels_path)
-        if fmt == "nuscenes" and primary["key"] == "miou":  # scored on the val lidarseg files: check them now
+        if primary["key"] == "miou":  # scored on the val segmentation files: check them now
             check_val_lidarseg(index, labels)
         attempts = Attempts(out_dir, config_hash([record["recipe_hash"], prov, method, seed])).start()
         _, module = task.engine(engine_name)

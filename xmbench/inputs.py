@@ -39,11 +39,51 @@ def pretrained_checkpoint(record_path: Path, record: dict) -> tuple[Path, str]:
     return path, digest
 
 
-def check_val_lidarseg(index: dict, labels: dict) -> int:
-    """Every val lidarseg file of a nuScenes index holds one label per point of its keyframe cloud.
+def _npy_shape(path: Path, what: str) -> tuple[int, ...]:
+    """A .npy file's shape from its header alone (no data read)."""
+    import numpy as np
 
-    Returns how many files were checked. Sizes only (one stat per file): cheap enough for every cell.
+    try:
+        with open(path, "rb") as f:
+            fmt = np.lib.format
+            version = fmt.read_magic(f)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, _ = read_header(f)
+        return tuple(shape)
+    except FileNotFoundError:
+        raise BenchError(f"{path}: val {what} file missing; re-run the build_index rule (or re-convert "
+                         "the Waymo validation segments)") from None
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{path}: not a .npy {what} file ({exc}); re-run the build_index rule") from None
+
+
+def _check_val_waymo_seg(index: dict, labels: dict) -> int:
+    """Waymo: every val segmentation file is (N, 2), N the points of its converted cloud (headers only)."""
+    root = Path(index["dataroot"])
+    checked = 0
+    for frame in index["frames"]:
+        rel = (labels["frames"].get(frame["token"]) or {}).get("lidarseg_path")
+        if frame["split"] != "val" or not rel:
+            continue
+        seg, cloud = root / rel, root / frame["lidar_path"]
+        seg_shape, cloud_shape = _npy_shape(seg, "segmentation label"), _npy_shape(cloud, "LiDAR")
+        if len(seg_shape) != 2 or seg_shape[1] != 2 or not cloud_shape or seg_shape[0] != cloud_shape[0]:
+            raise BenchError(f"{seg}: labels of shape {seg_shape} for the {cloud_shape[:1]} points of "
+                             f"{cloud.name}; the label file does not belong to this cloud or is truncated: "
+                             "re-run the build_index rule")
+        checked += 1
+    return checked
+
+
+def check_val_lidarseg(index: dict, labels: dict) -> int:
+    """Every val segmentation label file holds one label per point of its keyframe cloud, so a bad
+    file is refused before training instead of failing the scoring after it.
+
+    Returns how many files were checked. Sizes only (one stat per nuScenes file, one .npy header per
+    Waymo file): cheap enough for every cell.
     """
+    if index.get("format") == "waymo":
+        return _check_val_waymo_seg(index, labels)
     root = Path(index["dataroot"])
     checked = 0
     for frame in index["frames"]:

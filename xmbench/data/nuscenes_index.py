@@ -12,6 +12,7 @@ import numpy as np
 from ..atomic import write_json
 from ..errors import BenchError
 from .geometry import transform, yaw_of
+from .nuscenes_tables import diagnose
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 
@@ -22,7 +23,10 @@ def _open_nuscenes(dataroot: Path, version: str):
     if not (Path(dataroot) / version).is_dir():
         raise BenchError(f"{Path(dataroot) / version}: nuScenes tables not found "
                          f"(set datasets.<name>.root to the folder holding {version}/)")
-    return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+    try:
+        return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, AssertionError, IndexError) as exc:
+        raise diagnose(Path(dataroot) / version, exc) from None
 
 
 def _sensor_to_global(nusc, sd: dict) -> np.ndarray:
@@ -121,10 +125,13 @@ def build_index(dataroot: str | Path, version: str, splits: dict[str, str], nswe
             continue
         token = scene["first_sample_token"]
         while token:
-            sample = nusc.get("sample", token)
-            frame = _frame(nusc, sample, scene["name"], split, nsweeps)
-            frames.append(frame)
-            labels[sample["token"]] = _labels(nusc, sample, np.asarray(frame["lidar_to_global"]))
+            try:   # the devkit's own index holds, but a record the walk reads may still be broken
+                sample = nusc.get("sample", token)
+                frame = _frame(nusc, sample, scene["name"], split, nsweeps)
+                frames.append(frame)
+                labels[sample["token"]] = _labels(nusc, sample, np.asarray(frame["lidar_to_global"]))
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise diagnose(Path(dataroot) / version, exc) from None
             token = sample["next"]
     if not frames:
         raise BenchError(f"{dataroot}: no sample of splits {sorted(splits.values())} found in {version}")
