@@ -2,7 +2,7 @@
 # Creates .venv-waymo (Python 3.11) with the pinned Waymo environment (envs/waymo-requirements.txt):
 # waymo-open-dataset with its TensorFlow 2.13 and numpy 1.23, which cannot share the main .venv.
 # xmbench is put on its path (a .pth file, not an install: the Waymo pins hold setuptools below what
-# pyproject.toml builds with), so `.venv-waymo/bin/python -m xmbench.data.waymo_convert` works anywhere.
+# pyproject.toml builds with), so `.venv-waymo/bin/python -m xmbench.data.waymo.tf.convert` works anywhere.
 # Idempotent: a second run only checks that everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."

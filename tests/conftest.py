@@ -40,7 +40,7 @@ def tiny_dataset(tmp_path_factory, test_config) -> Path:
 @pytest.fixture(scope="session")
 def tiny_index(tiny_dataset, test_config, tmp_path_factory) -> dict:
     """Paths of index.json, labels.json and the config JSON the CLI takes, built with the devkit."""
-    from xmbench.data.nuscenes_index import build_index, write_index
+    from xmbench.data.nuscenes.index import build_index, write_index
 
     out = tmp_path_factory.mktemp("index")
     ds = test_config["datasets"]["synthetic_nuscenes"]

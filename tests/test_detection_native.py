@@ -214,7 +214,7 @@ def test_short_finetune_of_scratch_gives_a_devkit_result(tiny_index, test_config
 def test_ground_truth_submission_scores_ap_one_on_present_classes(tiny_index, tmp_path):
     """The submission path (LiDAR frame -> global, sizes, quaternions, attributes) is exact: the
     val ground truth submitted as detections gets AP 1 on every class present in it."""
-    from xmbench.detection.nuscenes_eval import attributes_from_labels, evaluate, submission
+    from xmbench.data.nuscenes.detection_eval import attributes_from_labels, evaluate, submission
 
     index, labels, train, _ = _split(tiny_index, 1.0)
     val = [f for f in index["frames"] if f["split"] == "val"]

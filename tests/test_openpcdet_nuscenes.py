@@ -237,7 +237,7 @@ def _evaluate(cell, trained, out, score_thresh=None):
 
 
 def test_predictions_on_val_frames_scored_by_openpcdets_nuscenes_evaluation(cell, trained):
-    from xmbench.detection.nuscenes_eval import summary_to_metrics
+    from xmbench.data.nuscenes.detection_eval import summary_to_metrics
 
     out = cell["tmp"] / "eval_run"
     test_set, ret = _evaluate(cell, trained, out)
@@ -255,7 +255,7 @@ def test_a_model_that_predicts_nothing_scores_zero_with_a_note(cell, trained, tm
     """OpenPCDet's nuScenes evaluation hands the devkit an empty set, which raises; the adapter
     reads that run as 0 with a note, as the native engine's evaluation does."""
     from xmbench.detection import openpcdet as opc
-    from xmbench.detection.nuscenes_eval import evaluate, submission
+    from xmbench.data.nuscenes.detection_eval import evaluate, submission
 
     out = tmp_path / "output" / "eval" / "eval_with_train" / "epoch_1" / "val"
     with pytest.raises(Exception, match="Invalid box type: None"):

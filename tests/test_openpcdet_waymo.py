@@ -129,7 +129,7 @@ def test_waymo_predictions_scored_by_waymo_metric_ops(waymo_cell, waymo_run):
     from pcdet.datasets import build_dataloader
 
     from xmbench.detection.openpcdet import find_result_pkl, waymo_detections
-    from xmbench.detection.waymo_eval import evaluate_waymo
+    from xmbench.data.waymo.detection_eval import evaluate_waymo
 
     cfg = waymo_run["cfg"]
     test_set, test_loader, _ = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size=2, dist=False,

@@ -35,7 +35,7 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def real(waymo_python, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("waymo_real")
-    run_waymo(["-m", "xmbench.data.waymo_convert", "--tfrecords", str(REAL), "--out", str(out), "--split", "val"])
+    run_waymo(["-m", "xmbench.data.waymo.tf.convert", "--tfrecords", str(REAL), "--out", str(out), "--split", "val"])
     proto = json.loads(run_waymo(["-c", READ_PROTO, str(REAL)]).stdout)
     return out, proto
 
@@ -101,11 +101,11 @@ def test_bad_input_gives_one_error_line_naming_the_file(waymo_python, tmp_path):
     cases = [(garbage, "not a readable TFRecord file"), (cut, "not a readable TFRecord file"),
              (tmp_path / "missing.tfrecord", "file not found")]
     for path, reason in cases:
-        proc = run_waymo(["-m", "xmbench.data.waymo_convert", "--tfrecords", str(path), "--out", str(out),
+        proc = run_waymo(["-m", "xmbench.data.waymo.tf.convert", "--tfrecords", str(path), "--out", str(out),
                           "--split", "val"], check=False)
         line = _single_error_line(proc)
         assert line.startswith(f"error: {path}: {reason}"), line
     assert not (out / "index.json").exists() and not (out / "labels.json").exists()
     # A file outside training/ validation/ testing/ needs --split; the error says so before any output.
-    proc = run_waymo(["-m", "xmbench.data.waymo_convert", "--tfrecords", str(REAL), "--out", str(out)], check=False)
+    proc = run_waymo(["-m", "xmbench.data.waymo.tf.convert", "--tfrecords", str(REAL), "--out", str(out)], check=False)
     assert "pass --split" in _single_error_line(proc) and not out.exists()

@@ -58,7 +58,7 @@ def test_setup_is_idempotent_and_pins_hold(waymo_python):
 
 def test_waymo_modules_import_without_the_main_environment(waymo_python):
     code = ("import sys, importlib.util as u\n"
-            "import xmbench.data.waymo_convert, xmbench.data.waymo_generate, xmbench.data.waymo_metrics\n"
+            "import xmbench.data.waymo.tf.convert, xmbench.data.synthetic.waymo_writer, xmbench.data.waymo.tf.metrics\n"
             "import numpy, tensorflow, google.protobuf as pb\n"
             "assert u.find_spec('torch') is None and 'torch' not in sys.modules\n"
             "print(numpy.__version__, tensorflow.__version__, pb.__version__)\n")

@@ -83,7 +83,7 @@ def test_ground_truth_as_detections_scores_one_with_waymo_metric_ops(waymo_set, 
     """Boxes go through the engines' 9-column layout and back to Waymo's: a length/width or
     heading mix-up would miss Waymo's 0.7 IoU for vehicles."""
     from xmbench.detection.boxes import frame_boxes
-    from xmbench.detection.waymo_eval import evaluate_waymo
+    from xmbench.data.waymo.detection_eval import evaluate_waymo
 
     names = ["Vehicle", "Pedestrian", "Cyclist"]
     frames = [f for f in waymo_set["index"]["frames"] if f["split"] == "val"]
@@ -155,17 +155,17 @@ def test_a_bad_val_segmentation_file_is_refused_before_training(waymo_set, tmp_p
 
 
 def test_a_failing_waymo_tool_gives_its_own_error_line(waymo_python, tmp_path):  # noqa: F811
-    from xmbench.data.waymo_env import run_module
+    from xmbench.data.waymo.env import run_module
     from xmbench.errors import BenchError
 
-    with pytest.raises(BenchError, match=r"waymo_metrics .* failed: .*no-such-gt\.json: file not found"):
-        run_module(waymo_python, "waymo_metrics", ["--gt", tmp_path / "no-such-gt.json", "--pred",
+    with pytest.raises(BenchError, match=r"waymo\.tf\.metrics .* failed: .*no-such-gt\.json: file not found"):
+        run_module(waymo_python, "waymo.tf.metrics", ["--gt", tmp_path / "no-such-gt.json", "--pred",
                                                    tmp_path / "p.json", "--out", tmp_path / "m.json"])
     assert not (tmp_path / "m.json").exists()
 
 
 def test_missing_waymo_environment_names_the_field_and_the_fix(tmp_path):
-    from xmbench.data.waymo_env import waymo_python as find
+    from xmbench.data.waymo.env import waymo_python as find
     from xmbench.errors import BenchError
 
     with pytest.raises(BenchError, match=r"'waymo\.python': .*nope/python not found; run `bash envs/setup_waymo.sh`"):

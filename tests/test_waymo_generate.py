@@ -36,9 +36,9 @@ np.save(sys.argv[2], np.concatenate([parts[k] for k in sorted(parts)]).astype(np
 @pytest.fixture(scope="module")
 def dataset(waymo_python, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("waymo_synth")
-    gen = json.loads(run_waymo(["-m", "xmbench.data.waymo_generate", "--out", str(root / "records"), "--seed",
+    gen = json.loads(run_waymo(["-m", "xmbench.data.synthetic.waymo_writer", "--out", str(root / "records"), "--seed",
                                 str(SEED), "--truth", str(root / "truth")]).stdout)
-    run_waymo(["-m", "xmbench.data.waymo_convert", "--tfrecords", str(root / "records"), "--out", str(root / "conv")])
+    run_waymo(["-m", "xmbench.data.waymo.tf.convert", "--tfrecords", str(root / "records"), "--out", str(root / "conv")])
     index = json.loads((root / "conv" / "index.json").read_text())
     labels = json.loads((root / "conv" / "labels.json").read_text())
     return {"root": root, "records": gen["tfrecords"], "index": index, "labels": labels,
@@ -169,7 +169,7 @@ def test_cameras_see_what_the_lidar_sees(dataset):
 def test_generator_is_deterministic(waymo_python, tmp_path):  # noqa: F811
     digests = []
     for name in ("a", "b"):
-        args = ["-m", "xmbench.data.waymo_generate", "--out", str(tmp_path / name), "--seed", "3", "--segments", "1",
+        args = ["-m", "xmbench.data.synthetic.waymo_writer", "--out", str(tmp_path / name), "--seed", "3", "--segments", "1",
                 "--frames", "1", "--val-segments", "0", "--top-width", "128"]
         (path,) = json.loads(run_waymo(args).stdout)["tfrecords"]
         digests.append(hashlib.sha256(open(path, "rb").read()).hexdigest())

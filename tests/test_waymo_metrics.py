@@ -44,7 +44,7 @@ def _metrics(tmp_path, gt: dict, pred: dict, name: str) -> dict:
     (tmp_path / f"{name}_gt.json").write_text(json.dumps(gt))
     (tmp_path / f"{name}_pred.json").write_text(json.dumps(pred))
     out = tmp_path / f"{name}_metrics.json"
-    run_waymo(["-m", "xmbench.data.waymo_metrics", "--gt", str(tmp_path / f"{name}_gt.json"), "--pred",
+    run_waymo(["-m", "xmbench.data.waymo.tf.metrics", "--gt", str(tmp_path / f"{name}_gt.json"), "--pred",
                str(tmp_path / f"{name}_pred.json"), "--out", str(out)])
     return json.loads(out.read_text())["detection"]
 
@@ -72,7 +72,7 @@ def test_perfect_predictions_score_one_and_worse_ones_less(waymo_python, tmp_pat
 def test_waymo_objects_bin_and_labels_json_are_accepted(waymo_python, tmp_path):  # noqa: F811
     gt_bin = SHARED / "real-samples" / "waymo" / "gt.bin"
     out = tmp_path / "m.json"
-    run_waymo(["-m", "xmbench.data.waymo_metrics", "--gt", str(gt_bin), "--pred", str(gt_bin), "--out", str(out)])
+    run_waymo(["-m", "xmbench.data.waymo.tf.metrics", "--gt", str(gt_bin), "--pred", str(gt_bin), "--out", str(out)])
     det = json.loads(out.read_text())["detection"]
     assert det["classes_L1"] == ["Vehicle"] and det["mAP_L1"] == pytest.approx(1.0, abs=1e-5)
     assert det["per_class"]["Pedestrian"]["LEVEL_1"]["AP"] is None  # no ground truth: not in the mean
@@ -88,7 +88,7 @@ def test_segmentation_miou(waymo_python, tmp_path):  # noqa: F811
     seg["frames"]["a"]["pred"] = "off.npy"
     (tmp_path / "off.json").write_text(json.dumps(seg))
     for name in ("same", "off"):
-        run_waymo(["-m", "xmbench.data.waymo_metrics", "--seg", str(tmp_path / f"{name}.json"),
+        run_waymo(["-m", "xmbench.data.waymo.tf.metrics", "--seg", str(tmp_path / f"{name}.json"),
                    "--out", str(tmp_path / f"{name}_m.json")])
     same = json.loads((tmp_path / "same_m.json").read_text())["segmentation"]
     off = json.loads((tmp_path / "off_m.json").read_text())["segmentation"]
@@ -104,7 +104,7 @@ def test_bad_predictions_give_one_error_line(waymo_python, tmp_path):  # noqa: F
     pred["frames"]["seg_1001"]["boxes"][2]["score"] = 1.7
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "pred.json").write_text(json.dumps(pred))
-    proc = run_waymo(["-m", "xmbench.data.waymo_metrics", "--gt", str(tmp_path / "gt.json"), "--pred",
+    proc = run_waymo(["-m", "xmbench.data.waymo.tf.metrics", "--gt", str(tmp_path / "gt.json"), "--pred",
                       str(tmp_path / "pred.json"), "--out", str(tmp_path / "m.json")], check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [

@@ -31,10 +31,10 @@ def cmd_generate(a) -> None:
     ds = cfg["datasets"][a.dataset]
     gen = dict(ds.get("generator", {}))
     if ds["format"] == "waymo":  # TFRecords of real Frame protos, written in the Waymo environment
-        from .data.waymo_env import run_module, waymo_python
+        from .data.waymo.env import run_module, waymo_python
 
         opts = [x for k, v in sorted(gen.items()) for x in (f"--{k.replace('_', '-')}", v)]
-        run_module(waymo_python(cfg), "waymo_generate", ["--out", a.out, *opts])
+        run_module(waymo_python(cfg), "synthetic.waymo_writer", ["--out", a.out, *opts])
         return
     from .data.synthetic import generate_nuscenes
 
@@ -47,17 +47,17 @@ def cmd_index(a) -> None:
     cfg = _cfg(a.config)
     ds = cfg["datasets"][a.dataset]
     if ds["format"] == "waymo":  # converted once into per-frame files beside the index
-        from .data.waymo_env import run_module, waymo_python
+        from .data.waymo.env import run_module, waymo_python
 
         # model.lidar.nsweeps is nuScenes' sweep count: a Waymo frame is one sweep of five lidars, as
         # OpenPCDet's Waymo configs use it (SEQUENCE_CONFIG disabled).
         root = Path(a.root)
         frames_dir = Path(a.index).parent / "frames"
-        run_module(waymo_python(cfg), "waymo_convert",
+        run_module(waymo_python(cfg), "waymo.tf.convert",
                    ["--tfrecords", root / ds["train_split"], root / ds["val_split"], "--out", frames_dir,
                     "--dataset", a.dataset, "--index", a.index, "--labels", a.labels])
         return
-    from .data.nuscenes_index import build_index, write_index
+    from .data.nuscenes.index import build_index, write_index
 
     index, labels = build_index(a.root, ds["version"], {"train": ds["train_split"], "val": ds["val_split"]},
                                 cfg["model"]["lidar"]["nsweeps"], a.dataset)

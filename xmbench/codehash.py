@@ -21,8 +21,8 @@ from .config import REPO
 # Modules that never change a result; each is a leaf for the closure too (its imports are not followed).
 BOOKKEEPING = frozenset({"xmbench/errors.py", "xmbench/atomic.py", "xmbench/provenance.py", "xmbench/config.py",
                          "xmbench/cli.py", "xmbench/grid.py"})
-# Calls that load another project file by name: run_module(python, "waymo_convert", ...) is
-# xmbench.data.waymo_convert (in the Waymo environment). Methods reach one another by plain imports
+# Calls that load another project file by name: run_module(python, "waymo.tf.convert", ...) is
+# xmbench.data.waymo.tf.convert (in the Waymo environment). Methods reach one another by plain imports
 # (methods/ is a package: `from methods.clap.method import CLAP`), which the import walk follows.
 _LOADERS = {"run_module": (1, "xmbench.data.{}")}
 

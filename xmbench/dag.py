@@ -141,7 +141,7 @@ def make_plan(config: dict, configfiles) -> Plan:
         from .detection.openpcdet import check_openpcdet
 
         check_openpcdet((cfg.get("openpcdet") or {}).get("root", ""))
-    from .data.waymo_env import uses_waymo, waymo_python
+    from .data.waymo.env import uses_waymo, waymo_python
 
     if uses_waymo(cfg):
         waymo_python(cfg)  # the Waymo environment must exist before the first job needs it

@@ -174,7 +174,7 @@ def run_finetune(task: TaskSpec, engine: str | None, cfg: dict, dataset: str, me
         _, module = task.engine(engine_name)
         waymo_py = None
         if fmt == "waymo":
-            from .data.waymo_env import waymo_python
+            from .data.waymo.env import waymo_python
 
             waymo_py = str(waymo_python(cfg))
         ctx = FinetuneContext(dataset, task.name, method, fraction, seed, recipe, cfg["model"],

@@ -20,8 +20,8 @@ from xmbench.config import config_hash
 from xmbench.data.frames import FrameDataset, index_format
 from xmbench.detection.boxes import frame_boxes, in_range, transform_boxes
 from xmbench.detection.gt_sampling import build_database, paste
-from xmbench.detection.nuscenes_eval import attributes_from_labels, evaluate, submission
-from xmbench.detection.waymo_eval import evaluate_waymo
+from xmbench.data.nuscenes.detection_eval import attributes_from_labels, evaluate, submission
+from xmbench.data.waymo.detection_eval import evaluate_waymo
 from xmbench.errors import BenchError
 from xmbench.finetune import FinetuneContext, batch_order, load_init, make_optimizer, warmup_cosine
 from xmbench.models.build import (build_fuser, build_image_backbone, build_image_neck, build_lidar_backbone, build_lift,

@@ -1,6 +1,6 @@
 """Native segmentation engine: encoder + sparse U-Net decoder, scored by the dataset's own
 evaluation: nuscenes-devkit's LidarSegEval (16 classes) or, on Waymo, the 23 Waymo segmentation
-classes' IoU over the labelled val frames (xmbench.data.waymo_metrics, in the Waymo environment).
+classes' IoU over the labelled val frames (xmbench.data.waymo.tf.metrics, in the Waymo environment).
 
 Points beyond the voxel range are clamped onto its border, so every point of every val cloud gets
 a prediction, as the devkit's evaluation requires (it scores all points of every sample).
@@ -20,6 +20,7 @@ from torch import nn
 
 from xmbench.atomic import write_json, write_npy
 from xmbench.data.frames import FrameDataset, collate, index_format
+from xmbench.data.nuscenes.lidarseg_eval import evaluate
 from xmbench.errors import BenchError
 from xmbench.finetune import (FinetuneContext, TrainState, batch_order, load_init, make_optimizer,
                               warmup_cosine)
@@ -120,8 +121,8 @@ def predict_val(model: SegmentationModel, data: FrameDataset, folder: Path, devi
 @torch.no_grad()
 def evaluate_waymo(ctx: FinetuneContext, model: SegmentationModel, image_size) -> dict:
     """Predict every point of each labelled val frame (one (N,) int32 .npy each) and score them
-    against the converted labels with waymo_metrics --seg, which reads the ground truth itself."""
-    from xmbench.data.waymo_env import run_module
+    against the converted labels with waymo.tf.metrics --seg, which reads the ground truth itself."""
+    from xmbench.data.waymo.env import run_module
 
     gt = {f["token"]: ctx.labels["frames"][f["token"]]["lidarseg_path"] for f in ctx.index["frames"]
           if f["split"] == "val" and ctx.labels["frames"][f["token"]]["lidarseg_path"]}
@@ -136,22 +137,10 @@ def evaluate_waymo(ctx: FinetuneContext, model: SegmentationModel, image_size) -
         write_npy(pred, point_classes(model, val_set[i], ctx.device).to(torch.int32).numpy())
         pairs[token] = {"gt": str(val_set.dataroot / gt[token]), "pred": str(pred)}
     write_json(results / "seg_pairs.json", {"frames": pairs})
-    run_module(ctx.waymo_python, "waymo_metrics", ["--seg", results / "seg_pairs.json", "--out", results / "waymo_seg.json"])
+    run_module(ctx.waymo_python, "waymo.tf.metrics", ["--seg", results / "seg_pairs.json", "--out", results / "waymo_seg.json"])
     res = json.loads((results / "waymo_seg.json").read_text())["segmentation"]
     return {"miou": res["mIoU"], "iou_per_class": res["per_class"], "num_val_points": res["num_points"],
             "num_val_frames": len(pairs)}
-
-
-def evaluate(index: dict, results_folder: Path) -> dict:
-    from nuscenes.eval.lidarseg.evaluate import LidarSegEval
-    from nuscenes.nuscenes import NuScenes
-
-    eval_set = index["eval_sets"]["val"]
-    nusc = NuScenes(version=index["version"], dataroot=index["dataroot"], verbose=False)
-    write_json(results_folder / eval_set / "submission.json",
-               {"meta": {"use_camera": False, "use_lidar": True, "use_radar": False, "use_map": False,
-                         "use_external": False}})
-    return LidarSegEval(nusc, str(results_folder), eval_set=eval_set, verbose=False).evaluate()
 
 
 def class_names(ctx: FinetuneContext) -> list[str]:

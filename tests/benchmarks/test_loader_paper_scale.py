@@ -28,7 +28,7 @@ ROUNDS = 3
 @pytest.fixture(scope="module")
 def paper_frames(tmp_path_factory):
     """Frames with 9 previous sweeps each and 1600 x 900 cameras, nuScenes' sizes."""
-    from xmbench.data.nuscenes_index import build_index
+    from xmbench.data.nuscenes.index import build_index
     from xmbench.data.synthetic import generate_nuscenes
 
     root = generate_nuscenes(tmp_path_factory.mktemp("paper") / "nuscenes", seed=0, keyframes_per_scene=2,

@@ -34,7 +34,7 @@ def load_json(path: str | Path) -> dict:
 
 def index_format(index: dict) -> str:
     """The dataset format of an index: Waymo's converter records it; a nuScenes index (built by
-    xmbench.data.nuscenes_index) has no such key."""
+    xmbench.data.nuscenes.index) has no such key."""
     return index.get("format", "nuscenes")
 
 

@@ -9,7 +9,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import BenchError
 
 PCD_COLUMNS = 5  # x, y, z, intensity, ring index (nuScenes .pcd.bin)
-WAYMO_COLUMNS = 7  # x, y, z, intensity, elongation, return index, lidar id (xmbench.data.waymo_convert)
+WAYMO_COLUMNS = 7  # x, y, z, intensity, elongation, return index, lidar id (xmbench.data.waymo.tf.convert)
 
 
 def read_pcd_bin(path: str | Path) -> np.ndarray:

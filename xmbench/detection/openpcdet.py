@@ -742,7 +742,7 @@ def read_results(out_dir: Path, checkpoint: Path | None, class_names=None, allow
     evaluation stopped on an empty prediction set, which scores 0 with a note."""
     import json
 
-    from .nuscenes_eval import empty_prediction_metrics, summary_to_metrics
+    from ..data.nuscenes.detection_eval import empty_prediction_metrics, summary_to_metrics
 
     log = latest_train_log(out_dir)
     if log is None:

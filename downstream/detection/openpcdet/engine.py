@@ -154,7 +154,7 @@ def _finetune_waymo(ctx: FinetuneContext, plan: dict) -> dict:
     import pickle
 
     from xmbench.detection.openpcdet import check_load, find_result_pkl, latest_train_log, parse_load, waymo_detections
-    from xmbench.detection.waymo_eval import evaluate_waymo
+    from xmbench.data.waymo.detection_eval import evaluate_waymo
 
     try:
         run(plan["command"], plan["root"], plan["work"] / "openpcdet_stdout.log")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_json
-from ..errors import BenchError
-from .geometry import transform, yaw_of
-from .nuscenes_tables import diagnose
+from ...atomic import write_json
+from ...errors import BenchError
+from ..geometry import transform, yaw_of
+from .tables import diagnose
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 

@@ -6,7 +6,7 @@ so the geometry (beam layout, TOP's per-pixel pose, extrinsics) is Waymo's, not 
 re-implementation (the tests check the result equals frame_utils' own parse + convert bit for
 bit). Nothing here needs torch.
 
-    .venv-waymo/bin/python -m xmbench.data.waymo_convert --tfrecords DIR_OR_FILES... --out DIR
+    .venv-waymo/bin/python -m xmbench.data.waymo.tf.convert --tfrecords DIR_OR_FILES... --out DIR
 
 Writes, under ``--out`` (paths in the JSON files are relative to it):
 - ``lidar/<segment>/<timestamp>.npy``: float32 (N, 7) = x, y, z, intensity, elongation,
@@ -16,7 +16,7 @@ Writes, under ``--out`` (paths in the JSON files are relative to it):
 - ``lidarseg/<segment>/<timestamp>.npy``: int32 (N, 2) = instance id, Waymo segmentation class,
   one row per point of the LiDAR file (points of lidars other than TOP are TYPE_UNDEFINED = 0).
 - ``index.json`` (sensors and calibrations, no labels) and ``labels.json`` (boxes, lidarseg
-  paths), split as in :mod:`xmbench.data.nuscenes_index` so pretraining cannot read a label.
+  paths), split as in :mod:`xmbench.data.nuscenes.index` so pretraining cannot read a label.
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ from waymo_open_dataset import dataset_pb2, label_pb2  # noqa: E402
 from waymo_open_dataset.protos import segmentation_pb2  # noqa: E402
 from waymo_open_dataset.utils import frame_utils  # noqa: E402
 
-from ..atomic import write_bytes, write_json, write_npy  # noqa: E402
-from ..errors import BenchError  # noqa: E402
+from ....atomic import write_bytes, write_json, write_npy  # noqa: E402
+from ....errors import BenchError  # noqa: E402
 
 POINT_COLUMNS = ("x", "y", "z", "intensity", "elongation", "return_index", "lidar_id")
 # Waymo's camera frame is x forward, y left, z up; the benchmark's lidar_to_cam (as for nuScenes)
@@ -356,7 +356,7 @@ def convert(inputs: list[str], out: str | Path, split: str | None = None, datase
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xmbench.data.waymo_convert", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m xmbench.data.waymo.tf.convert", description=__doc__.split("\n")[0])
     parser.add_argument("--tfrecords", nargs="+", required=True, help="Waymo .tfrecord files or folders of them")
     parser.add_argument("--out", required=True, help="output folder (index.json, labels.json, per-frame files)")
     parser.add_argument("--split", help="split of every input (default: from a training/validation/testing folder)")

@@ -11,8 +11,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from ..config import REPO
-from ..errors import BenchError
+from ...config import REPO
+from ...errors import BenchError
 
 DEFAULT_PYTHON = REPO / ".venv-waymo" / "bin" / "python"
 

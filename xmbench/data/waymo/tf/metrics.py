@@ -4,8 +4,8 @@ Why a wrapper: Waymo numbers are only comparable to published ones when Waymo's 
 AP integration compute them, and that op lives in the Waymo environment (``.venv-waymo``); JSON
 in and out keeps the finetuning engines free of TensorFlow.
 
-    .venv-waymo/bin/python -m xmbench.data.waymo_metrics --gt gt.json --pred pred.json --out metrics.json
-    .venv-waymo/bin/python -m xmbench.data.waymo_metrics --seg seg.json --out metrics.json
+    .venv-waymo/bin/python -m xmbench.data.waymo.tf.metrics --gt gt.json --pred pred.json --out metrics.json
+    .venv-waymo/bin/python -m xmbench.data.waymo.tf.metrics --seg seg.json --out metrics.json
 
 ``gt.json`` has the layout of the converter's ``labels.json`` (which can be passed as it is):
 ``{"frames": {token: {"boxes": [{"center": [x, y, z], "wlh": [w, l, h], "yaw": r, "name": "Vehicle"
@@ -40,9 +40,9 @@ from waymo_open_dataset.metrics.ops import py_metrics_ops  # noqa: E402
 from waymo_open_dataset.metrics.python import config_util_py  # noqa: E402
 from waymo_open_dataset.protos import breakdown_pb2, metrics_pb2, segmentation_pb2  # noqa: E402
 
-from ..atomic import write_json  # noqa: E402
-from ..errors import BenchError  # noqa: E402
-from .waymo_convert import seg_class_names  # noqa: E402
+from ....atomic import write_json  # noqa: E402
+from ....errors import BenchError  # noqa: E402
+from .convert import seg_class_names  # noqa: E402
 
 Label = label_pb2.Label
 CLASSES = {"Vehicle": Label.TYPE_VEHICLE, "Pedestrian": Label.TYPE_PEDESTRIAN, "Cyclist": Label.TYPE_CYCLIST}
@@ -254,7 +254,7 @@ def _seg_pairs(path: Path) -> list[tuple[Path, Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xmbench.data.waymo_metrics",
+    parser = argparse.ArgumentParser(prog="python -m xmbench.data.waymo.tf.metrics",
                                      description="Waymo detection mAP/mAPH (L1, L2) and segmentation mIoU.")
     parser.add_argument("--gt", help="ground-truth boxes: labels.json layout or metrics_pb2.Objects .bin")
     parser.add_argument("--pred", help="predicted boxes with scores, same layouts")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_json
-from .boxes import boxes_to_global
+from ...atomic import write_json
+from ...detection.boxes import boxes_to_global
 
 # The most frequent attribute of each class in nuScenes' trainval annotations (the usual choice
 # of submissions that do not predict attributes); barrier and traffic_cone have none.

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_json
-from ..data.waymo_env import run_module
+from ...atomic import write_json
+from .env import run_module
 
 LEVELS = {"l1": "LEVEL_1", "l2": "LEVEL_2"}
 
 
 def prediction_frames(frames: list[dict], detections: list[dict], class_names) -> dict:
-    """waymo_metrics' input: every val frame (also those without a detection), boxes as Waymo
+    """waymo.tf.metrics' input: every val frame (also those without a detection), boxes as Waymo
     takes them (centre, width/length/height, heading) with a score in [0, 1]."""
     out = {}
     for frame, det in zip(frames, detections):
@@ -30,7 +30,7 @@ def prediction_frames(frames: list[dict], detections: list[dict], class_names) -
 
 
 def summary_to_metrics(det: dict) -> dict:
-    """Our metrics dict from waymo_metrics' detection result: the four headline numbers and, per
+    """Our metrics dict from waymo.tf.metrics' detection result: the four headline numbers and, per
     class, AP and APH at both levels (None for a class without ground truth at that level)."""
     m = {k: det[k] for k in ("mAP_L1", "mAPH_L1", "mAP_L2", "mAPH_L2")}
     for short, level in LEVELS.items():
@@ -50,6 +50,6 @@ def evaluate_waymo(ctx, frames: list[dict], detections: list[dict], class_names,
     gt = {"frames": {f["token"]: {"boxes": ctx.labels["frames"][f["token"]]["boxes"]} for f in frames}}
     write_json(out_dir / "gt.json", gt, indent=None)
     write_json(out_dir / "pred.json", {"frames": prediction_frames(frames, detections, class_names)}, indent=None)
-    run_module(ctx.waymo_python, "waymo_metrics", ["--gt", out_dir / "gt.json", "--pred", out_dir / "pred.json",
+    run_module(ctx.waymo_python, "waymo.tf.metrics", ["--gt", out_dir / "gt.json", "--pred", out_dir / "pred.json",
                                                    "--out", out_dir / "waymo_detection.json"])
     return summary_to_metrics(json.loads((out_dir / "waymo_detection.json").read_text())["detection"])

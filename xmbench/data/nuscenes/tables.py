@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import BenchError
+from ...errors import BenchError
 
 # nuscenes-devkit's NuScenes.__init__ loads these, in this order (nuscenes/nuscenes.py, table_names)
 TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",

@@ -9,7 +9,7 @@ and 3D laser labels. The scenes are the same ones the nuScenes generator uses
 
 Runs in the Waymo environment (``.venv-waymo``):
 
-    .venv-waymo/bin/python -m xmbench.data.waymo_generate --out DIR [--seed 0] [--segments 2] [--frames 4]
+    .venv-waymo/bin/python -m xmbench.data.synthetic.waymo_writer --out DIR [--seed 0] [--segments 2] [--frames 4]
 
 Writes ``DIR/training/segment-<name>_with_camera_labels.tfrecord`` (and ``validation/`` for the
 last ``--val-segments`` segments). ``--truth DIR`` also writes what was simulated, before any
@@ -38,9 +38,9 @@ import tensorflow as tf  # noqa: E402
 from waymo_open_dataset import dataset_pb2, label_pb2  # noqa: E402
 from waymo_open_dataset.protos import segmentation_pb2  # noqa: E402
 
-from ..atomic import atomic_path, write_json, write_npy  # noqa: E402
-from .synthetic import scene_sim as sim  # noqa: E402
-from .waymo_convert import WAYMO_CAM_TO_OPTICAL  # noqa: E402
+from ...atomic import atomic_path, write_json, write_npy  # noqa: E402
+from . import scene_sim as sim  # noqa: E402
+from ..waymo.tf.convert import WAYMO_CAM_TO_OPTICAL  # noqa: E402
 
 FRAME_INTERVAL_US = 100_000  # Waymo records at 10 Hz
 SPIN_SECONDS = 0.1  # one TOP revolution per frame
@@ -727,7 +727,7 @@ def generate(out: str | Path, cfg: GeneratorConfig = GeneratorConfig(), truth: s
 
 def main(argv: list[str] | None = None) -> int:
     d = GeneratorConfig()
-    parser = argparse.ArgumentParser(prog="python -m xmbench.data.waymo_generate",
+    parser = argparse.ArgumentParser(prog="python -m xmbench.data.synthetic.waymo_writer",
                                      description="Write synthetic Waymo Open Dataset TFRecords.")
     parser.add_argument("--out", required=True, help="folder for training/ and validation/ TFRecords")
     parser.add_argument("--seed", type=int, default=d.seed)
