@@ -205,6 +205,31 @@ def test_gains_paired_with_ci_and_holm(fabricated):
     assert g["p_holm"].to_numpy() == pytest.approx(adj)
 
 
+def test_tables_show_each_methods_display_name_and_the_csvs_keep_its_folder_name(tmp_path):
+    """methods/<name>/method.yaml's display_name is what a reader sees (Markdown, LaTeX, HTML);
+    a method that is not in methods/ is shown by its name."""
+    import yaml as _yaml
+
+    recs = [_record(m, 0.1, s, 20.0 + s + (3 if m != "scratch" else 0))
+            for m in ("scratch", "crosspoint", "alpha") for s in range(2)]
+    paths = []
+    for i, r in enumerate(recs):
+        paths.append(tmp_path / f"m{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    build_results(paths, tmp_path / "out", plots=False)
+    out = tmp_path / "out"
+    shown = _yaml.safe_load((REPO / "methods" / "crosspoint" / "method.yaml").read_text())["display_name"]
+    base = _yaml.safe_load((REPO / "methods" / "scratch" / "method.yaml").read_text())["display_name"]
+    assert shown != "crosspoint" and base != "scratch"
+    md = (out / "leaderboard_synth_segmentation.md").read_text()
+    assert f"| {shown} (crosspoint) |" in md and f"| {base} (scratch) |" in md and "| alpha |" in md
+    tex = (out / "leaderboard_synth_segmentation.tex").read_text()
+    assert f"\n{shown} & " in tex and "\nalpha & " in tex
+    page = (out / "tables" / "leaderboard_synth_segmentation.html").read_text()
+    assert f"<td>{shown} (crosspoint)</td>" in page and f"Gain over {base} (scratch)" in page
+    assert set(pd.read_csv(out / "leaderboard_synth_segmentation.csv")["method"]) == {"scratch", "crosspoint", "alpha"}
+
+
 def test_gain_with_one_seed_has_nan_ci(tmp_path):
     recs = [_record("scratch", 0.1, 0, 20.0), _record("alpha", 0.1, 0, 25.0)]
     paths = []

@@ -73,9 +73,25 @@ def protocol_text(config: dict | None, dataset: str) -> str:
     return describe(config["split"], dataset)
 
 
+def display_names(methods) -> dict[str, str]:
+    """Each method's ``display_name`` from its method.yaml, for the tables a reader sees (the CSVs
+    keep the folder names); a method whose folder is not in methods/ is shown by its name."""
+    from ..errors import BenchError
+    from ..methods import load_method
+
+    out = {}
+    for m in sorted({str(m) for m in methods if isinstance(m, str)}):
+        try:
+            out[m] = load_method(m).spec.get("display_name") or m
+        except (BenchError, OSError, ValueError):
+            out[m] = m
+    return out
+
+
 def _write_tables(df: pd.DataFrame, out_dir: Path, config, pub: pd.DataFrame, plots: bool, report: bool) -> list[str]:
     """Per (dataset, task, engine, track): tables, gains, draws, plots; then report.md. Returns the table names."""
     methods_pref = list(config["methods"]) if config else None
+    shown = display_names(df["method"].dropna().unique()) if "method" in df else {}
     sections = []
     names = group_names(df)
     keep = [c for c in df.columns if c in FRONT or c in _TABLE_COLUMNS
@@ -88,7 +104,8 @@ def _write_tables(df: pd.DataFrame, out_dir: Path, config, pub: pd.DataFrame, pl
         # the track is named wherever the task is shown, so a budget table never reads as the own one
         info = {"dataset": d, "task": t if tr == "own" else f"{t} ({tr} track)", "engine": e, "track": tr, "name": name,
                 "metric": metric.iloc[0] if len(metric) else "primary metric",
-                "unit": unit.iloc[0] if len(unit) else "", "protocol": protocol_text(config, d)}
+                "unit": unit.iloc[0] if len(unit) else "", "protocol": protocol_text(config, d),
+                "display_names": shown}
         s = table(part, info, methods_pref, published_for(pub, t, info["metric"]))
         write_csv(s.wide, out_dir / f"leaderboard_{name}.csv")
         write_csv(s.gains, out_dir / f"gains_{name}.csv")

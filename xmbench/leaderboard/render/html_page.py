@@ -6,8 +6,9 @@ import html
 import pandas as pd
 
 from ...grid import fraction_label
+from ..schema import BASELINE
 from .notes import GAIN_NOTE, RANK_NOTE, SPREAD_NOTE
-from .tables import cell_parts, fmt, is_nan, p_text, problems, several_draws, table_grid, title
+from .tables import cell_parts, fmt, is_nan, p_text, problems, several_draws, shown, table_grid, title
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.2em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -34,7 +35,7 @@ def html_tables(long: pd.DataFrame, gains: pd.DataFrame, pub: pd.DataFrame, part
             txt, bold, ann = cell_parts(r)
             cls = " class='best'" if bold else (" class='bad'" if r.n == 0 else "")
             tds.append(f"<td{cls}>{e(txt)} <span class='ann'>{e(ann)}</span></td>")
-        out.append(f"<tr><td>{e(m)}</td>{''.join(tds)}</tr>")
+        out.append(f"<tr><td>{e(shown(m, info))}</td>{''.join(tds)}</tr>")
     out.append(f"</table><p class='note'>{e(RANK_NOTE)}</p>")
     if info.get("protocol"):
         out.append(f"<p class='note' id='protocol'>Labelled subsets: {e(info['protocol'])}.</p>")
@@ -55,11 +56,11 @@ def html_tables(long: pd.DataFrame, gains: pd.DataFrame, pub: pd.DataFrame, part
                        f"<td>{e(str(r.protocol))}</td><td>{e(str(r.metric))}</td><td>{fraction_label(r.fraction)}</td>"
                        f"<td>{r.value:g}</td><td>{e(str(r.source))}</td><td>{e(str(r.note or ''))}</td></tr>")
         out.append("</table>")
-    out.append("<table id='gains'><caption>Gain over scratch</caption><tr><th>method</th><th>labels</th>"
+    out.append(f"<table id='gains'><caption>Gain over {e(shown(BASELINE, info))}</caption><tr><th>method</th><th>labels</th>"
                "<th>pairs</th><th>gain</th><th>95% CI</th><th>p (Holm)</th><th>note</th></tr>")
     for r in gains.itertuples():
         ci = "n/a" if is_nan(r.ci95_low) else f"[{fmt(r.ci95_low, signed=True)}, {fmt(r.ci95_high, signed=True)}]"
-        out.append(f"<tr><td>{e(r.method)}</td><td>{fraction_label(r.fraction)}</td><td>{r.n_pairs}</td>"
+        out.append(f"<tr><td>{e(shown(r.method, info))}</td><td>{fraction_label(r.fraction)}</td><td>{r.n_pairs}</td>"
                    f"<td>{fmt(r.mean_gain, signed=True)}</td><td>{ci}</td><td>{p_text(r.p_holm)}</td>"
                    f"<td>{e(r.note or '')}</td></tr>")
     out.append(f"</table><p class='note'>{e(GAIN_NOTE)}</p>")

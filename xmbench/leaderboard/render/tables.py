@@ -22,6 +22,13 @@ def table_grid(long: pd.DataFrame, methods=None):
     return order, fractions, cells
 
 
+def shown(method: str, info: dict, key: bool = True) -> str:
+    """A method as a reader sees it: its display_name, with the folder name (the CSVs' key) beside
+    it where they differ and ``key``."""
+    name = (info.get("display_names") or {}).get(method, method)
+    return f"{name} ({method})" if key and name != method else name
+
+
 def cell_parts(r) -> tuple[str, bool, str]:
     """(value text, bold, annotation) of one table cell."""
     txt = cell_text(r.mean, r.std, r.n, r.n_failed, r.n_missing)
@@ -77,7 +84,7 @@ def markdown_table(long: pd.DataFrame, info: dict, methods=None) -> str:
             txt, bold, ann = cell_parts(r)
             txt = f"**{txt}**" if bold else txt
             row.append(f"{txt} <sub>{ann}</sub>" if ann else txt)
-        lines.append(f"| {m} | " + " | ".join(row) + " |")
+        lines.append(f"| {shown(m, info)} | " + " | ".join(row) + " |")
     lines += ["", RANK_NOTE]
     if info.get("protocol"):
         lines += ["", f"Labelled subsets: {info['protocol']}."]
@@ -171,7 +178,7 @@ def latex_table(long: pd.DataFrame, info: dict, methods=None) -> str:
             txt = rf"\textbf{{{txt}}}" if r.best else txt
             dag = r"$^\dagger$" if not r.rank_tested else ""
             row.append(txt + rf" {{\scriptsize ({r.n}){dag}}}")
-        lines.append(_tex(m) + " & " + " & ".join(row) + r" \\")
+        lines.append(_tex(shown(m, info, key=False)) + " & " + " & ".join(row) + r" \\")
     cap = (f"{_tex(info['dataset'])} {_tex(info['task'])} ({_tex(info['engine'])} engine): "
            f"{_tex(str(info['metric']))} ({_tex(info.get('unit') or '')}), mean $\\pm$ std over draws and seeds (n). "
            f"Bold: best and statistically tied (two-sided Welch t-test, $\\alpha={stats.ALPHA}$); "
