@@ -277,8 +277,13 @@ def test_forked_readers_hand_back_what_one_process_reads_nan_included(tmp_path):
     assert forked["seed"] == list(range(6)) and forked["primary_value"] == [20.0 + i for i in range(6)]
 
 
-def test_a_leaderboard_that_cannot_be_written_fails_by_name_and_leaves_no_temp_file(tmp_path):
-    """The run-level CSV is written by a forked child; its failure must reach the caller."""
+@pytest.mark.parametrize("idle", [2, 1])
+def test_a_leaderboard_that_cannot_be_written_fails_by_name_and_leaves_no_temp_file(tmp_path, idle, monkeypatch):
+    """The run-level CSV is written by a forked child (by this process after the tables where no
+    core is idle); its failure must reach the caller either way."""
+    import xmbench.leaderboard.csv_writer as csv_writer
+
+    monkeypatch.setattr(csv_writer, "idle_cores", lambda: idle)
     (tmp_path / "m.json").write_text(json.dumps(_record("scratch", 0.1, 0, 20.0)))
     out = tmp_path / "out"
     (out / "leaderboard.csv").mkdir(parents=True)  # a folder where the file goes: the rename fails

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from ..errors import BenchError
+from .read import idle_cores
 
 _NEEDS_QUOTES = frozenset(',"\r\n')
 
@@ -72,11 +73,18 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 def write_csv_in_child(df: pd.DataFrame, path: Path):
     """Write the run-level leaderboard in a forked child while this process builds the tables:
     formatting 10,000 wide rows is the largest cost after the reading, and it needs nothing back.
-    Returns the function that waits for the child (and raises if it failed). Synchronous where
-    there is no fork or a single core."""
-    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
-        write_csv(df, path)
-        return lambda: None
+    Returns the function that waits for the child (and raises if it failed). Where there is no
+    fork or no idle core (read.idle_cores) that function writes the file itself, so the tables
+    come first either way and a failure reads the same."""
+    if not hasattr(os, "fork") or idle_cores() < 2:
+        def write_here() -> None:
+            try:
+                write_csv(df, path)
+            except OSError as exc:
+                print(f"error: {path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                raise BenchError(f"{path}: writing the leaderboard failed (the error is printed above); re-run "
+                                 "the leaderboard rule") from None
+        return write_here
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
