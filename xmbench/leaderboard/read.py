@@ -153,18 +153,25 @@ def _read_chunk(paths: list[str], lenient: list | None = None) -> tuple[dict | N
 PARALLEL_MIN_FILES = 4000
 
 
-def idle_cores() -> int:
-    """Cores no other process is running on right now: /proc/loadavg's count of runnable tasks
-    (this one included). Forking readers onto cores that are busy costs more than it gains
-    (10,000 files beside one CPU-bound process on 2 cores: 1.09 s serial, 1.01-1.3 s forked, and
-    worse inside a large process); every core where the file does not exist."""
+def idle_cores(samples: int = 5) -> int:
+    """Cores no other process is running on right now: the least of a few readings, 1 ms apart, of
+    /proc/loadavg's count of runnable tasks (this one included; one reading also catches short
+    tasks, a shell's or the kernel's, that come and go). Forking readers onto cores that are busy
+    costs more than it gains (10,000 files beside one CPU-bound process on 2 cores: 1.09 s serial,
+    1.01-1.3 s forked, and worse inside a large process); every core where the file does not exist."""
+    import time
+
     cores = os.cpu_count() or 1
+    running = []
     try:
-        with open("/proc/loadavg") as f:
-            running = int(f.read().split()[3].split("/")[0])
+        for i in range(samples):
+            if i:
+                time.sleep(0.001)
+            with open("/proc/loadavg") as f:
+                running.append(int(f.read().split()[3].split("/")[0]))
     except (OSError, ValueError, IndexError):
         return cores
-    return max(1, cores - max(0, running - 1))
+    return max(1, cores - max(0, min(running) - 1))
 
 
 def _merge_columns(parts: list[dict | None]) -> dict | None:
