@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path
@@ -28,41 +29,58 @@ def _csv_text(v) -> str:
     return s
 
 
-_NUMBER_TYPES = frozenset((bool, int, float))
+_NO_QUOTES = frozenset((str, type(None)))
+
+
+def _texts(uniques: list) -> list[str]:
+    """Distinct values' fields; strings without a character that needs quotes (checked once over
+    all of them, which the 10,000 distinct paths of a leaderboard make worth it) are their own field."""
+    if uniques and _NO_QUOTES.issuperset(map(type, uniques)) and None not in uniques:
+        joined = "".join(uniques)
+        if all(c not in joined for c in _NEEDS_QUOTES):
+            return uniques
+    return [_csv_text(v) for v in uniques]
 
 
 def _column_text(col: pd.Series) -> list[str]:
     """A column's fields, each distinct value formatted once: leaderboard columns repeat the same
-    few strings (method, status, packages) and numbers thousands of times."""
-    kind = col.dtype.kind
-    vals = col.tolist()
-    if kind in "iub":
-        return list(map(str, vals))
-    types = set(map(type, vals))
-    if kind == "f" or (len(types & _NUMBER_TYPES) <= 1 and not types & {list, dict}):
-        # values of one number type (1, 1.0 and True are equal dict keys but different fields)
-        text = {v: _csv_text(v) for v in set(vals)}
-        return list(map(text.__getitem__, vals))
-    memo: dict = {}
-    out = []
-    for v in vals:
-        key = (v.__class__, v)
-        try:
-            t = memo.get(key)
-            if t is None:
-                t = memo[key] = _csv_text(v)
-        except TypeError:  # unhashable
-            t = _csv_text(v)
-        out.append(t)
-    return out
+    few strings (method, status, packages) and numbers thousands of times. pandas' factorize finds
+    the distinct values (NaN and None as one code, written empty)."""
+    try:
+        codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    except TypeError:                             # lists or objects: unhashable
+        return [_csv_text(v) for v in col.tolist()]
+    uniques = list(uniques)
+    if col.dtype.kind == "O" and not _NO_QUOTES.issuperset(map(type, uniques)):
+        # 1, 1.0 and True are one distinct value but three different fields
+        return [_csv_text(v) for v in col.tolist()]
+    texts = np.array(_texts(uniques) + [""], dtype=object)   # code -1 (NaN, None) is the last entry
+    return texts[codes].tolist()
+
+
+def _rows(cols: list[list[str]]) -> str:
+    """The CSV body: runs of columns that hold one field on every row are joined once, not per row
+    (a leaderboard's packages, recipe and provenance columns mostly do)."""
+    merged: list[list[str]] = []
+    run: list[str] = []
+    for c in cols:
+        if c and c.count(c[0]) == len(c):
+            run.append(c[0])
+            continue
+        if run:
+            merged.append([",".join(run)] * len(c))
+            run = []
+        merged.append(c)
+    if run:
+        merged.append([",".join(run)] * len(cols[0]))
+    return "\n".join(map(",".join, zip(*merged)))
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     """CSV as pandas writes it (NaN and None as empty fields), assembled column by column: 10,000
     rows of ~70 fields were the largest single cost of the leaderboard build through csv.writer."""
     header = ",".join(_csv_text(str(c)) for c in df.columns)
-    cols = [_column_text(df[c]) for c in df.columns]
-    body = "\n".join(map(",".join, zip(*cols))) if len(df.columns) else ""
+    body = _rows([_column_text(df[c]) for c in df.columns]) if len(df.columns) and len(df) else ""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
             f.write(header + "\n")

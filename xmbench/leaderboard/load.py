@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..grid import Cell, cells, track_tag
+from ..grid import Cell, cells, split_tag, track_tag
 from .read import read_columns
 from .schema import BASELINE, FRONT, ID
 
@@ -145,23 +145,31 @@ def load_runs(paths, expected: list[dict] | None = None, out_dir: str | Path | N
         _add_benchmark_costs(df, Path(out_dir))
     order = FRONT + sorted(c for c in df.columns if c not in FRONT and c != "path") + ["path"]
     df = df[order]
-    return df.sort_values(ID, na_position="last", kind="stable").reset_index(drop=True)
+    return df.sort_values(ID, na_position="last", kind="stable", ignore_index=True)
+
+
+def _own_tail(d, t, e, m, f, k, s, tr, tags: dict) -> str | None:
+    """The end of the path a record of this identity has in its own folder (None where a field has
+    the wrong type: the full check says which). ``tags`` caches the (fraction, draw, track) tags."""
+    try:
+        tag = tags.get((f, k, tr))
+        if tag is None:
+            tag = tags[(f, k, tr)] = (track_tag(tr or "own"), split_tag(f, k or 0))
+        return f"/{d}/{t}/{e}/{m}{tag[0]}/{tag[1]}/seed{int(s)}/metrics.json"
+    except (TypeError, ValueError):
+        return None
 
 
 def _trust_folders(columns: dict[str, list]) -> None:
     """A record in another cell's folder counts as that folder's cell, failed with the reason."""
-    from ..grid import split_tag, track_tag
     from ..records import wrong_cell
 
-    for i, path in enumerate(columns["path"]):
-        d, t, e, m, f, k, s, tr = (columns[c][i] for c in ID)
-        try:  # the common case, a record in its own folder, by one string comparison
-            own_tail = f"/{d}/{t}/{e}/{m}{track_tag(tr or 'own')}/{split_tag(f, k or 0)}/seed{int(s)}/metrics.json"
-            if str(path).replace("\\", "/").endswith(own_tail):
-                continue
-        except (TypeError, ValueError):
-            pass                      # a field of the wrong type: the full check says which
-        why = wrong_cell({c: columns[c][i] for c in ID}, path)
+    tags: dict = {}
+    for i, (path, *ident) in enumerate(zip(columns["path"], *(columns[c] for c in ID))):
+        tail = _own_tail(*ident, tags)
+        if tail is not None and str(path).replace("\\", "/").endswith(tail):
+            continue                  # the common case, a record in its own folder, by one string comparison
+        why = wrong_cell(dict(zip(ID, ident)), path)
         if why:
             own = Cell.from_metrics_path(path).identity()
             for k in ID:
@@ -169,12 +177,30 @@ def _trust_folders(columns: dict[str, list]) -> None:
             columns["status"][i], columns["reason"][i] = "failed", why
 
 
+_DTYPE_OF_TYPES = {frozenset({float}): float, frozenset({float, type(None)}): float, frozenset({int, float}): float,
+                   frozenset({int, float, type(None)}): float, frozenset({int}): np.int64, frozenset({bool}): bool}
+_OBJECT_TYPES = (frozenset({str}), frozenset({str, type(None)}), frozenset({type(None)}))
+
+
+def _series(values: list) -> pd.Series:
+    """pd.Series(values)'s dtype and values, a third of its cost at 10,000 rows: the types present
+    give the dtype pandas would infer where that is plain (floats, ints, bools, strings, None), and
+    numpy fills the array; for anything else numpy fills an object array and infer_objects picks
+    float64/int64/bool exactly as list inference does (tests/test_leaderboard_package.py checks both)."""
+    types = frozenset(map(type, values))
+    dtype = _DTYPE_OF_TYPES.get(types)
+    if dtype is not None:
+        try:
+            return pd.Series(np.array(values, dtype=dtype), copy=False)
+        except OverflowError:   # an int beyond 64 bits
+            pass
+    arr = np.fromiter(values, dtype=object, count=len(values))
+    return pd.Series(arr, copy=False) if types in _OBJECT_TYPES else pd.Series(arr, copy=False).infer_objects()
+
+
 def _frame(columns: dict[str, list]) -> pd.DataFrame:
-    """pd.DataFrame(columns) with the same dtypes, a third faster at 10,000 rows: numpy fills an
-    object array from an iterator quicker than pandas converts a list, and infer_objects then picks
-    float64/int64/bool exactly as list inference does (checked on the leaderboard's columns)."""
-    return pd.DataFrame({k: pd.Series(np.fromiter(v, dtype=object, count=len(v)), copy=False).infer_objects()
-                         for k, v in columns.items()})
+    """pd.DataFrame(columns) with the same dtypes, column by column through _series."""
+    return pd.DataFrame({k: _series(v) for k, v in columns.items()}, copy=False)
 
 
 def _add_benchmark_costs(df: pd.DataFrame, out_dir: Path) -> None:
@@ -193,14 +219,12 @@ def _add_benchmark_costs(df: pd.DataFrame, out_dir: Path) -> None:
         df.loc[wall_missing, "cost.source"] = "snakemake benchmark"
         mem_missing = df["cost.peak_memory_mb"].isna() & df["benchmark.max_rss_mb"].notna()
         df.loc[mem_missing, "cost.peak_memory_mb"] = df.loc[mem_missing, "benchmark.max_rss_mb"]
-    pcols = {"pretrain.wall_seconds": [], "pretrain.gpu_hours": []}
-    cache: dict = {}
-    for d, m, tr in zip(df["dataset"], df["method"], df["track"]):
+    keys = list(zip(df["dataset"], df["method"], df["track"]))
+    wall, gpu = {}, {}
+    for key in dict.fromkeys(keys):  # a cost per pretraining job, not per row
+        d, m, tr = key
         folder = f"{m}{track_tag(tr)}" if m is not None else None   # the track's own pretraining job
-        if (d, folder) not in cache:
-            cache[(d, folder)] = (pretrain_costs(out_dir, d, [folder])[folder]
-                                  if d is not None and folder is not None else {})
-        pcols["pretrain.wall_seconds"].append(cache[(d, folder)].get("wall_seconds", math.nan))
-        pcols["pretrain.gpu_hours"].append(cache[(d, folder)].get("gpu_hours", math.nan))
-    for k, v in pcols.items():
-        df[k] = v
+        c = pretrain_costs(out_dir, d, [folder])[folder] if d is not None and folder is not None else {}
+        wall[key], gpu[key] = c.get("wall_seconds", math.nan), c.get("gpu_hours", math.nan)
+    df["pretrain.wall_seconds"] = list(map(wall.__getitem__, keys))
+    df["pretrain.gpu_hours"] = list(map(gpu.__getitem__, keys))

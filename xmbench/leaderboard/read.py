@@ -1,20 +1,16 @@
 """metrics.json files to flat columns (``a.b.c`` names), fast enough for 10,000 files.
 
-The speed work lives here alone (orjson, column-wise flattening, no cyclic GC, forked readers):
+The speed work lives here and in flatten.py (orjson, flattening by shape, no cyclic GC, forked readers):
 tests/benchmarks/test_harness_scale.py holds the leaderboard build to a ratio of the bare reading.
 """
 from __future__ import annotations
 
 import json
 import os
-from operator import itemgetter
 
 import orjson
 
-from .schema import ID
-
-_SECTIONS = ("metrics", "cost", "provenance", "init")
-_KNOWN = frozenset(("primary_metric", "recipe", "recipe_hash", "status", "reason") + _SECTIONS + tuple(ID))
+from .flatten import records_to_columns
 
 
 def _parse(data: bytes, lenient: list | None = None):
@@ -55,69 +51,6 @@ def read_records(paths, lenient: list | None = None) -> list[tuple[str, dict | N
             out.append((p, None, "missing"))
         except (OSError, ValueError) as exc:
             out.append((p, None, f"unreadable metrics.json ({type(exc).__name__}: {exc})"))
-    return out
-
-
-def _json_lists(col: list) -> list:
-    memo: dict = {}
-    out = []
-    for v in col:
-        if isinstance(v, list):
-            try:
-                key = tuple(v)
-                text = memo.get(key)
-                if text is None:
-                    text = memo[key] = json.dumps(v)
-            except TypeError:  # nested lists are not hashable
-                text = json.dumps(v)
-            out.append(text)
-        else:
-            out.append(v)
-    return out
-
-
-def _columns(dicts: list, prefix: str, out: dict) -> None:
-    """Flatten aligned records column by column (``a.b.c`` names). Records of one engine share
-    their keys, so one C-level ``itemgetter`` call per record reads a whole section: this keeps
-    10,000 files cheap (see tests/benchmarks/test_harness_scale.py)."""
-    sigs: dict = {}
-    for d in dicts:
-        if d:
-            sigs.setdefault(tuple(d), None)
-    if not sigs:
-        return
-    if len(sigs) == 1 and len(next(iter(sigs))) > 1:
-        keys = next(iter(sigs))
-        get, none = itemgetter(*keys), (None,) * len(keys)
-        cols = dict(zip(keys, map(list, zip(*[get(d) if d else none for d in dicts]))))
-    else:
-        keys = dict.fromkeys(k for sig in sigs for k in sig)
-        cols = {k: [d.get(k) if d else None for d in dicts] for k in keys}
-    for k, col in cols.items():
-        types = set(map(type, col))
-        if dict in types:
-            _columns([v if isinstance(v, dict) else None for v in col], f"{prefix}{k}.", out)
-        elif list in types:
-            out[f"{prefix}{k}"] = _json_lists(col)
-        else:
-            out[f"{prefix}{k}"] = col
-
-
-def records_to_columns(records: list[dict], paths: list[str]) -> dict[str, list]:
-    """The leaderboard's columns from metrics.json records (``metrics.miou``, ``cost.wall_seconds``, ...)."""
-    out: dict[str, list] = {k: [r.get(k) for r in records] for k in ID + ["status", "reason"]}
-    pms = [r.get("primary_metric") or {} for r in records]
-    out["primary_metric"] = [pm.get("name") for pm in pms]
-    out["primary_unit"] = [pm.get("unit") for pm in pms]
-    out["primary_value"] = [pm.get("value") for pm in pms]
-    for section in _SECTIONS:
-        _columns([r.get(section) if isinstance(r.get(section), dict) else None for r in records], section + ".", out)
-    out["recipe_hash"] = [r.get("recipe_hash") for r in records]
-    _columns([r.get("recipe") if isinstance(r.get("recipe"), dict) else None for r in records], "recipe.", out)
-    extra = {k: None for r in records for k in r.keys() - _KNOWN}
-    if extra:
-        _columns([{k: r[k] for k in r.keys() - _KNOWN} for r in records], "", out)
-    out["path"] = list(paths)
     return out
 
 
