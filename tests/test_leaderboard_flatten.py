@@ -3,7 +3,7 @@
 - flattening by shape (flatten.records_to_columns) equals the section-by-section walk
   (flatten.flatten_generic) on records of many shapes: names, their order and every value;
 - columns become a frame with pandas' own inference (load._series against pd.Series);
-- the CSV writer writes what pandas' to_csv writes.
+- the CSV writer writes what pandas' to_csv writes, and the file reader what Path.read_bytes reads.
 """
 import copy
 import json
@@ -153,3 +153,12 @@ def test_csv_writer_writes_what_pandas_writes(tmp_path):
     write_csv(df, tmp_path / "ours.csv")
     df.to_csv(tmp_path / "pandas.csv", index=False)
     assert (tmp_path / "ours.csv").read_text() == (tmp_path / "pandas.csv").read_text()
+
+
+def test_file_reading_returns_every_byte_at_the_chunk_boundaries(tmp_path):
+    from xmbench.leaderboard.read import _CHUNK, _read_bytes
+
+    for n in (0, 1, _CHUNK - 1, _CHUNK, _CHUNK + 1, 3 * _CHUNK + 7):
+        p = tmp_path / f"{n}.json"
+        p.write_bytes(bytes(range(256)) * (n // 256) + bytes(n % 256))
+        assert _read_bytes(str(p)) == p.read_bytes(), n
