@@ -33,6 +33,7 @@ from scipy import special as _sp
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
+_sum = np.add.reduce   # the pairwise sum behind ndarray.mean and .var
 
 
 @dataclass(frozen=True)
@@ -44,28 +45,70 @@ class Summary:
     ci_high: float
 
 
+@dataclass(frozen=True, eq=False)
+class Moments:
+    """A sample's finite values with their n, mean and variance (ddof=1) reduced once, rounded as
+    ndarray.mean and .var round them: a table's cells are summarised, ranked and tested from
+    these, so the same 100 values are not reduced again by every statistic (numpy's per-call cost
+    on small arrays outweighed the arithmetic)."""
+    values: np.ndarray
+    n: int
+    mean: np.float64      # NaN when empty
+    var: np.float64       # NaN when n < 2
+
+
 def _clean(values) -> np.ndarray:
-    arr = np.asarray([v for v in values if v is not None], dtype=float)
-    return arr[np.isfinite(arr)]
+    arr = np.asarray(values if isinstance(values, (list, tuple, np.ndarray)) else list(values), dtype=float)
+    return arr[np.isfinite(arr)]  # None became NaN
+
+
+def moments(values) -> Moments:
+    """The finite values' moments, as x.mean() and x.var(ddof=1) compute them (numpy's _methods)."""
+    x = _clean(values)
+    n = len(x)
+    if n == 0:
+        return Moments(x, 0, np.float64(math.nan), np.float64(math.nan))
+    mean = _sum(x) / n
+    if n == 1:
+        return Moments(x, 1, mean, np.float64(math.nan))
+    dev = x - mean
+    return Moments(x, n, mean, _sum(dev * dev) / (n - 1))
+
+
+def summary_of(m: Moments, confidence: float = CONFIDENCE) -> Summary:
+    """summarize() of a sample whose moments are known."""
+    n = m.n
+    if n == 0:
+        return Summary(math.nan, math.nan, 0, math.nan, math.nan)
+    mean = float(m.mean)
+    if n == 1:
+        return Summary(mean, math.nan, 1, math.nan, math.nan)
+    sd = math.sqrt(m.var)
+    half = float(_sp.stdtrit(n - 1, 0.5 + confidence / 2)) * sd / math.sqrt(n)  # t quantile
+    return Summary(mean, sd, n, mean - half, mean + half)
 
 
 def summarize(values, confidence: float = CONFIDENCE) -> Summary:
     """Mean, sd (ddof=1), n and the Student-t confidence interval of the mean (NaN when n < 2)."""
-    x = _clean(values)
-    n = len(x)
-    if n == 0:
-        return Summary(math.nan, math.nan, 0, math.nan, math.nan)
-    mean = float(x.mean())
-    if n == 1:
-        return Summary(mean, math.nan, 1, math.nan, math.nan)
-    sd = float(x.std(ddof=1))
-    half = float(_sp.stdtrit(n - 1, 0.5 + confidence / 2)) * sd / math.sqrt(n)  # t quantile
-    return Summary(mean, sd, n, mean - half, mean + half)
+    return summary_of(moments(values), confidence)
 
 
 def _t_sf2(t: float, df: float) -> float:
     """Two-sided p-value of Student's t with df degrees of freedom (the CDF, without scipy's wrappers)."""
     return float(2.0 * _sp.stdtr(df, -abs(t)))
+
+
+def welch_of(a: Moments, b: Moments) -> float:
+    """welch_p() of two samples whose moments are known."""
+    na, nb = a.n, b.n
+    if na < 2 or nb < 2:
+        return math.nan
+    va, vb = a.var / na, b.var / nb
+    diff = a.mean - b.mean
+    if va + vb == 0:
+        return 1.0 if diff == 0 else 0.0
+    df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+    return _t_sf2(diff / math.sqrt(va + vb), df)
 
 
 def welch_p(a, b) -> float:
@@ -74,28 +117,40 @@ def welch_p(a, b) -> float:
     t = (mean_a - mean_b) / sqrt(va/na + vb/nb), Welch-Satterthwaite degrees of freedom. Two samples
     without any spread are equal (p = 1) or different (p = 0), never NaN.
     """
-    a, b = _clean(a), _clean(b)
-    na, nb = len(a), len(b)
-    if na < 2 or nb < 2:
+    return welch_of(moments(a), moments(b))
+
+
+def paired_of(d: Moments) -> float:
+    """paired_p() of differences whose moments are known."""
+    n = d.n
+    if n < 2:
         return math.nan
-    va, vb = a.var(ddof=1) / na, b.var(ddof=1) / nb
-    diff = a.mean() - b.mean()
-    if va + vb == 0:
-        return 1.0 if diff == 0 else 0.0
-    df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
-    return _t_sf2(diff / math.sqrt(va + vb), df)
+    sd = math.sqrt(d.var)
+    if sd == 0:
+        return 1.0 if d.mean == 0 else 0.0
+    return _t_sf2(d.mean / (sd / math.sqrt(n)), n - 1)
 
 
 def paired_p(diffs) -> float:
     """Two-sided paired t-test p-value from the paired differences (one-sample t against 0); NaN when n < 2."""
-    d = _clean(diffs)
-    n = len(d)
-    if n < 2:
-        return math.nan
-    sd = d.std(ddof=1)
-    if sd == 0:
-        return 1.0 if d.mean() == 0 else 0.0
-    return _t_sf2(d.mean() / (sd / math.sqrt(n)), n - 1)
+    return paired_of(moments(diffs))
+
+
+def paired_rows(ok: list[tuple], baseline: str) -> list[tuple]:
+    """The pairing of the gains (above): (method, fraction, draw, seed, split, value, baseline value,
+    gain) of every non-baseline run of ``ok`` (rows of (method, fraction, draw, seed, split, value)),
+    its partner the first baseline run on the same fraction, draw, seed and split (NaN where none)."""
+    base: dict = {}
+    for m, f, k, s, sp, v in ok:
+        if m == baseline:
+            base.setdefault((f, k, s, sp), v)
+    out = []
+    for m, f, k, s, sp, v in ok:
+        if m != baseline:
+            b = base.get((f, k, s, sp), math.nan)
+            b = math.nan if b is None else b
+            out.append((m, f, k, s, sp, v, b, v - b))
+    return out
 
 
 def holm(pvalues) -> list[float]:
@@ -111,15 +166,10 @@ def holm(pvalues) -> list[float]:
     return out
 
 
-def rank_methods(samples: dict[str, list[float]], higher_is_better: bool = True,
-                 alpha: float = ALPHA) -> dict[str, dict]:
-    """Rank = 1 + number of methods significantly better (Welch, alpha); ties share the rank.
-
-    Returns per method: rank, best (rank 1), tested (False when some comparison lacked two seeds
-    on a side and fell back to the means).
-    """
+def rank_of(samples: dict[str, Moments], higher_is_better: bool = True, alpha: float = ALPHA) -> dict[str, dict]:
+    """rank_methods() of samples whose moments are known."""
     sign = 1.0 if higher_is_better else -1.0
-    means = {m: summarize(v).mean for m, v in samples.items()}
+    means = {m: float(v.mean) if v.n else math.nan for m, v in samples.items()}
     present = [m for m in samples if not math.isnan(means[m])]
     out: dict[str, dict] = {}
     for m in present:
@@ -127,7 +177,7 @@ def rank_methods(samples: dict[str, list[float]], higher_is_better: bool = True,
         for o in present:
             if o == m or sign * (means[o] - means[m]) <= 0:
                 continue
-            p = welch_p(samples[o], samples[m])
+            p = welch_of(samples[o], samples[m])
             if math.isnan(p):
                 tested = False
                 better += 1          # no test possible: the higher mean wins
@@ -135,6 +185,16 @@ def rank_methods(samples: dict[str, list[float]], higher_is_better: bool = True,
                 better += 1
         out[m] = {"rank": 1 + better, "best": better == 0, "tested": tested}
     return out
+
+
+def rank_methods(samples: dict[str, list[float]], higher_is_better: bool = True,
+                 alpha: float = ALPHA) -> dict[str, dict]:
+    """Rank = 1 + number of methods significantly better (Welch, alpha); ties share the rank.
+
+    Returns per method: rank, best (rank 1), tested (False when some comparison lacked two seeds
+    on a side and fell back to the means).
+    """
+    return rank_of({m: moments(v) for m, v in samples.items()}, higher_is_better, alpha)
 
 
 @dataclass(frozen=True)
@@ -161,36 +221,47 @@ def by_draw(values, draws) -> dict[int, list[float]]:
     return dict(sorted(out.items()))
 
 
-def decompose(groups: dict[int, list[float]], confidence: float = CONFIDENCE) -> Spread:
-    """The spread of one cell split into seed and draw parts (one-way random-effects ANOVA)."""
-    groups = {d: _clean(v) for d, v in groups.items()}
-    groups = {d: v for d, v in groups.items() if len(v)}
+def spread_of(groups: dict[int, Moments], confidence: float = CONFIDENCE) -> Spread:
+    """decompose() of draws whose moments are known."""
+    groups = {d: v for d, v in groups.items() if v.n}
     k = len(groups)
-    allv = np.concatenate(list(groups.values())) if groups else np.array([])
-    n = len(allv)
     nan = math.nan
-    if n == 0:
+    if k == 0:
         return Spread(nan, 0, 0, nan, nan, nan, nan, nan, nan, nan)
-    sd_total = float(allv.std(ddof=1)) if n > 1 else nan
     if k == 1:
-        s = summarize(allv, confidence)
-        return Spread(s.mean, n, 1, sd_total, s.std, nan, s.ci_low, s.ci_high, nan, s.std ** 2 if n > 1 else nan)
-    means = np.array([v.mean() for v in groups.values()])
-    sizes = np.array([len(v) for v in groups.values()], dtype=float)
-    grand = allv.mean()
+        (one,) = groups.values()
+        n = one.n
+        s = summary_of(one, confidence)
+        return Spread(s.mean, n, 1, s.std, s.std, nan, s.ci_low, s.ci_high, nan, s.std ** 2 if n > 1 else nan)
+    arrays = [v.values for v in groups.values()]
+    allv = moments(np.concatenate(arrays))
+    n = allv.n
+    sd_total = math.sqrt(allv.var)
+    means = np.array([v.mean for v in groups.values()])
+    sizes = np.array([v.n for v in groups.values()], dtype=float)
+    grand = allv.mean
     ms_between = float((sizes * (means - grand) ** 2).sum() / (k - 1))
-    ms_within = (float(sum(((v - v.mean()) ** 2).sum() for v in groups.values()) / (n - k)) if n > k else nan)
+    ms_within = (float(sum(((v - v.mean()) ** 2).sum() for v in arrays) / (n - k)) if n > k else nan)
     n0 = (n - (sizes ** 2).sum() / n) / (k - 1)
     sd_seed = math.sqrt(ms_within) if n > k else nan
     sd_draw = math.sqrt(max(0.0, (ms_between - ms_within) / n0)) if n > k else nan
-    s = summarize(means, confidence)  # the interval over the draws' means
+    s = summary_of(moments(means), confidence)  # the interval over the draws' means
     return Spread(s.mean, n, k, sd_total, sd_seed, sd_draw, s.ci_low, s.ci_high, ms_between, ms_within)
+
+
+def decompose(groups: dict[int, list[float]], confidence: float = CONFIDENCE) -> Spread:
+    """The spread of one cell split into seed and draw parts (one-way random-effects ANOVA)."""
+    return spread_of({d: moments(v) for d, v in groups.items()}, confidence)
+
+
+def replicates_of(groups: dict[int, Moments]) -> Moments:
+    """replicates() of draws whose moments are known: the one draw itself, or its draws' means."""
+    groups = [v for v in groups.values() if v.n]
+    if len(groups) == 1:
+        return groups[0]
+    return moments([float(v.mean) for v in groups])
 
 
 def replicates(groups: dict[int, list[float]]) -> list[float]:
     """The independent units of a cell: the seeds with one draw, the per-draw means with several."""
-    groups = {d: _clean(v) for d, v in groups.items()}
-    groups = {d: v for d, v in groups.items() if len(v)}
-    if len(groups) == 1:
-        return [float(x) for x in next(iter(groups.values()))]
-    return [float(v.mean()) for v in groups.values()]
+    return [float(x) for x in replicates_of({d: moments(v) for d, v in groups.items()}).values]

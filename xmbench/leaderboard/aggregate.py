@@ -7,6 +7,7 @@ checks them against scipy and by hand).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from ..grid import fraction_label, table_name
 from .schema import BASELINE, GROUP
 
 def method_order(methods, preferred=None) -> list[str]:
-    methods = list(dict.fromkeys(m for m in methods if m is not None))
+    methods = [m for m in dict.fromkeys(methods) if m is not None]
     pref = [m for m in (preferred or []) if m in methods]
     rest = sorted(m for m in methods if m not in pref)
     order = pref + rest
@@ -28,41 +29,79 @@ def method_order(methods, preferred=None) -> list[str]:
     return order
 
 
-def _cell_groups(part: pd.DataFrame) -> dict[tuple, dict[int, list[float]]]:
-    """(fraction, method) -> draw -> the ok runs' primary values."""
-    ok = part[part["status"] == "ok"]
-    out: dict = {}
-    for f, m, k, v in zip(ok["fraction"], ok["method"], ok["draw"], ok["primary_value"]):
-        if v == v:
-            out.setdefault((float(f), m), {}).setdefault(int(k), []).append(float(v))
-    return out
+class _Runs:
+    """One table's runs as plain lists, grouped once, each group's moments reduced once: the
+    leaderboard, gains and draws tables read the same cells, and pandas' and numpy's per-call cost
+    on groups of ~100 runs was most of a table's time."""
+
+    def __init__(self, part: pd.DataFrame, baseline: str = BASELINE, paired: list[tuple] | None = None):
+        n = len(part)
+        cols = {c: part[c].tolist() if c in part else [None] * n
+                for c in ("status", "method", "fraction", "draw", "seed", "provenance.split_sha256", "primary_value")}
+        self.method, self.fraction = cols["method"], cols["fraction"]
+        self.counts = Counter((f, m, st) for st, m, f in zip(cols["status"], self.method, self.fraction)
+                              if st in ("failed", "missing") and m == m)
+        # the ok runs as (method, fraction, draw, seed, split or "", value)
+        ok = [(m, float(f), int(k), s, "" if sp is None or sp != sp else sp, v)
+              for st, m, f, k, s, sp, v in zip(*cols.values()) if st == "ok"]
+        keys = [r[:3] for r in ok]
+        self.values: dict = {}     # (method, fraction, draw) -> the non-NaN values, in row order
+        for key, r in zip(keys, ok):
+            if r[5] == r[5]:
+                self.values.setdefault(key, []).append(float(r[5]))
+        self.shas: dict = {}
+        for key, sp in dict.fromkeys(zip(keys, [r[4] for r in ok])):
+            if sp and isinstance(sp, str):
+                self.shas.setdefault(key, set()).add(sp)
+        self.cells: dict = {}      # (fraction, method) -> draw -> values
+        for (m, f, k), vals in self.values.items():
+            self.cells.setdefault((f, m), {})[k] = vals
+        self.paired = stats.paired_rows(ok, baseline) if paired is None else paired
+        self.gains: dict = {}      # (method, fraction, draw) -> the paired gains, in row order
+        self.pair_groups: dict = {}  # (method, fraction) -> [runs, values, baseline values] (paired ones)
+        for m, f, k, _, _, v, b, gain in self.paired:
+            g = self.pair_groups.get((m, f)) or self.pair_groups.setdefault((m, f), [0, [], []])
+            g[0] += 1
+            if b == b:
+                self.gains.setdefault((m, f, k), []).append(gain)
+                g[1].append(v)
+                g[2].append(b)
+        self._memo: dict = {}
+
+    def moments(self, kind: str, key: tuple) -> stats.Moments:
+        """The moments of values[key] (kind "v") or gains[key] ("g"), reduced on first use."""
+        out = self._memo.get((kind, key))
+        if out is None:
+            out = self._memo[(kind, key)] = stats.moments((self.values if kind == "v" else self.gains).get(key, []))
+        return out
+
+    def draws_of(self, kind: str, m: str, f: float) -> dict:
+        """draw -> moments of a cell's values ("v") or paired gains ("g"), the draws in first-seen order."""
+        if kind == "v":
+            return {k: self.moments("v", (m, f, k)) for k in self.cells.get((f, m), {})}
+        return {k: self.moments("g", (m, f, k)) for m2, f2, k in self.gains if m2 == m and f2 == f}
 
 
 LONG_COLUMNS = ["method", "fraction", "mean", "std", "n", "n_draws", "sd_seed", "sd_draw", "ci95_low", "ci95_high",
                 "n_failed", "n_missing", "rank", "best", "rank_tested"]
 
 
-def summary_long(part: pd.DataFrame, methods=None) -> pd.DataFrame:
+def summary_long(part: pd.DataFrame, methods=None, runs: _Runs | None = None) -> pd.DataFrame:
     """(method, fraction) -> mean, std, n, the seed and draw parts of the spread, 95% CI, failed/missing
     counts, rank with ties (xmbench/stats.py: with several draws the draws' means are the replicates)."""
-    methods = method_order(part["method"], methods)
-    fractions = sorted({float(f) for f in part["fraction"].dropna()})
+    runs = _Runs(part) if runs is None else runs
+    methods = method_order(runs.method, methods)
+    fractions = sorted({float(f) for f in runs.fraction if f is not None and f == f})
     rows = []
-    groups = _cell_groups(part)
-    counts = part.groupby(["fraction", "method", "status"]).size().to_dict()
     for f in fractions:
-        cells = {m: groups.get((f, m), {}) for m in methods}
-        ranks = stats.rank_methods({m: stats.replicates(g) for m, g in cells.items() if g})
+        cells = {m: runs.draws_of("v", m, f) for m in methods}
+        ranks = stats.rank_of({m: stats.replicates_of(g) for m, g in cells.items() if g})
         for m in methods:
-            s = stats.decompose(cells[m])
+            s = stats.spread_of(cells[m])
             r = ranks.get(m, {})
-            rows.append({"method": m, "fraction": f, "mean": s.mean, "std": s.sd_total, "n": s.n,
-                         "n_draws": s.n_draws, "sd_seed": s.sd_seed, "sd_draw": s.sd_draw,
-                         "ci95_low": s.ci_low, "ci95_high": s.ci_high,
-                         "n_failed": int(counts.get((f, m, "failed"), 0)),
-                         "n_missing": int(counts.get((f, m, "missing"), 0)),
-                         "rank": r.get("rank"), "best": bool(r.get("best", False)),
-                         "rank_tested": r.get("tested")})
+            rows.append((m, f, s.mean, s.sd_total, s.n, s.n_draws, s.sd_seed, s.sd_draw, s.ci_low, s.ci_high,
+                         runs.counts.get((f, m, "failed"), 0), runs.counts.get((f, m, "missing"), 0),
+                         r.get("rank"), bool(r.get("best", False)), r.get("tested")))
     return pd.DataFrame(rows, columns=LONG_COLUMNS)
 
 
@@ -74,11 +113,16 @@ def cell_text(mean, std, n, n_failed=0, n_missing=0, digits=2) -> str:
     return text
 
 
+def _as_int(a: np.ndarray) -> np.ndarray:
+    """pd.Series(a).fillna(0).astype(int), without the Series where the counts are ints already."""
+    return a if a.dtype == np.dtype(int) else pd.Series(a).fillna(0).astype(int).to_numpy()
+
+
 def summary_table(part: pd.DataFrame, methods=None, long: pd.DataFrame | None = None) -> pd.DataFrame:
     """The wide CSV: one row per method; per fraction the cell text, n, and the numbers behind it."""
     long = summary_long(part, methods) if long is None else long
-    order = method_order(long["method"], methods)
-    index = {(m, f): i for i, (m, f) in enumerate(zip(long["method"], long["fraction"]))}
+    order = method_order(long["method"].tolist(), methods)
+    index = {(m, f): i for i, (m, f) in enumerate(zip(long["method"].tolist(), long["fraction"].tolist()))}
     col = {c: long[c].to_numpy() for c in ("mean", "std", "n", "ci95_low", "ci95_high", "rank", "n_failed",
                                             "n_missing", "n_draws", "sd_seed", "sd_draw")}
     out: dict = {"method": order}
@@ -88,11 +132,11 @@ def summary_table(part: pd.DataFrame, methods=None, long: pd.DataFrame | None = 
         lab = fraction_label(f)
         out[lab] = [cell_text(*args) for args in zip(take["mean"], take["std"], take["n"], take["n_failed"],
                                                      take["n_missing"])]
-        out[f"n@{lab}"] = pd.Series(take["n"]).fillna(0).astype(int).to_numpy()
+        out[f"n@{lab}"] = _as_int(take["n"])
         for c in ("mean", "std", "sd_seed", "sd_draw", "ci95_low", "ci95_high", "rank"):
             out[f"{c}@{lab}"] = take[c]
         for c in ("n_draws", "n_failed", "n_missing"):
-            out[f"{c}@{lab}"] = pd.Series(take[c]).fillna(0).astype(int).to_numpy()
+            out[f"{c}@{lab}"] = _as_int(take[c])
     return pd.DataFrame(out)
 
 
@@ -100,58 +144,28 @@ def _mean(values: list) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def _paired(part: pd.DataFrame, baseline: str) -> list[tuple]:
-    """(method, fraction, draw, seed, split, value, baseline value, gain) of every ok run that has a
-    baseline run on the same fraction, draw, seed and split sha256 (value NaN where it has none)."""
-    n = len(part)
-    splits = part["provenance.split_sha256"].tolist() if "provenance.split_sha256" in part else [None] * n
-    rows_in = [(m, float(f), int(k), s, "" if sp is None or sp != sp else sp, v)
-               for st, m, f, k, s, sp, v in zip(part["status"], part["method"], part["fraction"], part["draw"],
-                                                part["seed"], splits, part["primary_value"]) if st == "ok"]
-    base: dict = {}
-    for m, f, k, s, sp, v in rows_in:
-        if m == baseline:
-            base.setdefault((f, k, s, sp), v)
-    out = []
-    for m, f, k, s, sp, v in rows_in:
-        if m != baseline:
-            b = base.get((f, k, s, sp), math.nan)
-            b = math.nan if b is None else b
-            out.append((m, f, k, s, sp, v, b, v - b))
-    return out
-
-
 GAIN_COLUMNS = ["method", "fraction", "n_pairs", "n_draws", "mean_gain", "std_gain", "sd_gain_seed", "sd_gain_draw",
                 "ci95_low", "ci95_high", "p_value", "p_holm", "significant_holm", "baseline_mean", "method_mean",
                 "relative_gain_pct", "unpaired_runs", "note"]
 
 
-def gains_table(part: pd.DataFrame, baseline: str = BASELINE,
-                paired: list[tuple] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def gains_table(part: pd.DataFrame, baseline: str = BASELINE, paired: list[tuple] | None = None,
+                runs: _Runs | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Gain over the baseline, paired on (fraction, draw, seed, split sha256); Holm over the family.
 
     With several draws the interval and the paired test run over the draws' mean gains (stats.py);
     sd_gain_seed and sd_gain_draw split the gain's spread like the values'. Returns (table, pairs):
     the table per (method, fraction) and the paired differences behind it. Plain Python over the
-    columns: pandas' merge and groupby cost more than the arithmetic here. ``paired``: _paired's
-    rows, where the caller has them already.
+    columns: pandas' merge and groupby cost more than the arithmetic here. ``paired``: stats.paired_rows'
+    rows, where the caller has them already; ``runs``: the table's _Runs, where it has those.
     """
-    groups: dict = {}
-    pair_rows = []
-    for m, f, k, s, sp, v, b, gain in (_paired(part, baseline) if paired is None else paired):
-        groups.setdefault((m, f), []).append((k, v, b))
-        if b == b:
-            pair_rows.append((m, f, k, s, sp, v, b, gain))
+    runs = _Runs(part, baseline, paired) if runs is None else runs
     rows = []
-    for (m, f) in sorted(groups):
-        g = groups[(m, f)]
-        paired = [(k, v, b) for k, v, b in g if b == b]
-        by_draw: dict = {}
-        for k, v, b in paired:
-            by_draw.setdefault(k, []).append(v - b)
-        spread = stats.decompose(by_draw)
-        reps = stats.replicates(by_draw) if by_draw else []
-        base_mean = _mean([b for _, _, b in paired])
+    for (m, f) in sorted(runs.pair_groups):
+        n_runs, values, base = runs.pair_groups[(m, f)]
+        by_draw = runs.draws_of("g", m, f)
+        spread = stats.spread_of(by_draw)
+        base_mean = _mean(base)
         note = []
         if spread.n == 1:
             note.append("n=1: no CI or p-value")
@@ -159,73 +173,63 @@ def gains_table(part: pd.DataFrame, baseline: str = BASELINE,
             note.append(f"CI and p over the {spread.n_draws} draws' mean gains")
         if spread.n == 0:
             note.append(f"no {baseline} run with the same draw, seed and split")
-        unpaired = len(g) - len(paired)
+        unpaired = n_runs - len(values)
         if unpaired:
             note.append(f"{unpaired} run(s) without a {baseline} partner (draw/seed/split)")
-        rows.append({"method": m, "fraction": float(f), "n_pairs": spread.n, "n_draws": spread.n_draws,
-                     "mean_gain": spread.mean, "std_gain": spread.sd_total, "sd_gain_seed": spread.sd_seed,
-                     "sd_gain_draw": spread.sd_draw, "ci95_low": spread.ci_low, "ci95_high": spread.ci_high,
-                     "p_value": stats.paired_p(reps), "baseline_mean": base_mean,
-                     "method_mean": _mean([v for _, v, _ in paired]),
-                     "relative_gain_pct": 100 * spread.mean / base_mean if base_mean and not math.isnan(base_mean)
-                     else math.nan, "unpaired_runs": unpaired, "note": "; ".join(note)})
-    table = pd.DataFrame(rows, columns=[c for c in GAIN_COLUMNS if c not in ("p_holm", "significant_holm")])
-    table["p_holm"] = stats.holm(table["p_value"].tolist()) if len(table) else []
-    table["significant_holm"] = pd.Series([None if math.isnan(p) else bool(p < stats.ALPHA)
-                                           for p in table["p_holm"]], index=table.index, dtype=object)
-    pairs = pd.DataFrame(pair_rows, columns=["method", "fraction", "draw", "seed", "_split", "primary_value",
-                                             "baseline", "gain"])
-    return table[GAIN_COLUMNS], pairs
+        rows.append((m, float(f), spread.n, spread.n_draws, spread.mean, spread.sd_total, spread.sd_seed,
+                     spread.sd_draw, spread.ci_low, spread.ci_high, stats.paired_of(stats.replicates_of(by_draw)),
+                     base_mean, _mean(values),
+                     100 * spread.mean / base_mean if base_mean and not math.isnan(base_mean) else math.nan,
+                     unpaired, "; ".join(note)))
+    rows = [r[:11] + (p, None if math.isnan(p) else bool(p < stats.ALPHA)) + r[11:]
+            for r, p in zip(rows, stats.holm([r[10] for r in rows]))]
+    table = pd.DataFrame(rows, columns=GAIN_COLUMNS)
+    sig = GAIN_COLUMNS.index("significant_holm")
+    table.isetitem(sig, np.array([r[sig] for r in rows], dtype=object))  # bools and None, never a bool column
+    if not rows:
+        table["p_holm"] = table["p_holm"].astype(float)  # pandas' dtype for an empty list of p-values
+    pairs = pd.DataFrame([row for row in runs.paired if row[6] == row[6]],
+                         columns=["method", "fraction", "draw", "seed", "_split", "primary_value", "baseline", "gain"])
+    return table, pairs
 
 
 DRAW_COLUMNS = ["method", "fraction", "draw", "split_sha256", "n", "mean", "std", "ci95_low", "ci95_high",
                 "n_pairs", "mean_gain", "std_gain", "gain_ci95_low", "gain_ci95_high", "p_value"]
 
 
-def draws_table(part: pd.DataFrame, baseline: str = BASELINE, paired: list[tuple] | None = None) -> pd.DataFrame:
+def draws_table(part: pd.DataFrame, baseline: str = BASELINE, paired: list[tuple] | None = None,
+                runs: _Runs | None = None) -> pd.DataFrame:
     """One row per (method, fraction, draw): the value over seeds on that labelled subset, and the gain
     over the baseline paired by seed on it (p: paired t-test over seeds, no multiplicity correction:
     these rows show where the pooled numbers of the leaderboard and gains tables come from)."""
-    ok = part[part["status"] == "ok"]
-    sha = ok["provenance.split_sha256"] if "provenance.split_sha256" in ok else pd.Series([None] * len(ok),
-                                                                                          index=ok.index)
-    values: dict = {}
-    shas: dict = {}
-    for m, f, k, v, sp in zip(ok["method"], ok["fraction"], ok["draw"], ok["primary_value"], sha):
-        key = (m, float(f), int(k))
-        if v == v:
-            values.setdefault(key, []).append(float(v))
-        if isinstance(sp, str) and sp:
-            shas.setdefault(key, set()).add(sp)
-    gains: dict = {}
-    for m, f, k, s, sp, v, b, gain in (_paired(part, baseline) if paired is None else paired):
-        if b == b:
-            gains.setdefault((m, f, k), []).append(gain)
-    order = {m: i for i, m in enumerate(method_order(part["method"]))}
+    runs = _Runs(part, baseline, paired) if runs is None else runs
+    order = {m: i for i, m in enumerate(method_order(runs.method))}
+    nan = math.nan
     rows = []
-    for key in sorted(values.keys() | gains.keys(), key=lambda t: (t[1], order.get(t[0], 0), t[2])):
+    for key in sorted(runs.values.keys() | runs.gains.keys(), key=lambda t: (t[1], order.get(t[0], 0), t[2])):
         m, f, k = key
-        s = stats.summarize(values.get(key, []))
-        g = stats.summarize(gains.get(key, []))
-        rows.append({"method": m, "fraction": f, "draw": k, "split_sha256": ";".join(sorted(shas.get(key, ()))),
-                     "n": s.n, "mean": s.mean, "std": s.std, "ci95_low": s.ci_low, "ci95_high": s.ci_high,
-                     "n_pairs": g.n if m != baseline else 0, "mean_gain": g.mean if m != baseline else math.nan,
-                     "std_gain": g.std if m != baseline else math.nan,
-                     "gain_ci95_low": g.ci_low if m != baseline else math.nan,
-                     "gain_ci95_high": g.ci_high if m != baseline else math.nan,
-                     "p_value": stats.paired_p(gains.get(key, [])) if m != baseline else math.nan})
+        s = stats.summary_of(runs.moments("v", key))
+        gm = runs.moments("g", key)
+        g = stats.summary_of(gm) if m != baseline else None
+        rows.append((m, f, k, ";".join(sorted(runs.shas.get(key, ()))), s.n, s.mean, s.std, s.ci_low, s.ci_high,
+                     *((g.n, g.mean, g.std, g.ci_low, g.ci_high, stats.paired_of(gm)) if g else
+                       (0, nan, nan, nan, nan, nan))))
     return pd.DataFrame(rows, columns=DRAW_COLUMNS)
 
 
 def group_names(df: pd.DataFrame) -> dict[tuple, str]:
     """(dataset, task, engine, track) -> file stem: grid.table_name (<dataset>_<task>, _budget for the
     budget track), plus _<engine> when a task has several."""
-    names = {}
-    groups = df[GROUP].dropna().drop_duplicates()
-    for d, t, e, tr in groups.itertuples(index=False):
-        several = groups[(groups["dataset"] == d) & (groups["task"] == t)]["engine"].nunique() > 1
-        names[(d, t, e, tr)] = table_name(d, f"{t}_{e}" if several else t, tr)
-    return names
+    keys = dict.fromkeys(zip(*(df[c].tolist() for c in GROUP)))
+    return names_of([k for k in keys if not any(pd.isna(x) for x in k)])
+
+
+def names_of(groups) -> dict[tuple, str]:
+    """group_names of the tables' (dataset, task, engine, track) keys, where the caller has them."""
+    engines: dict = {}
+    for d, t, e, _ in groups:
+        engines.setdefault((d, t), set()).add(e)
+    return {(d, t, e, tr): table_name(d, f"{t}_{e}" if len(engines[(d, t)]) > 1 else t, tr) for d, t, e, tr in groups}
 
 
 def with_shared_baseline(df: pd.DataFrame) -> pd.DataFrame:
@@ -282,9 +286,8 @@ class Table:
 
 
 def table(part: pd.DataFrame, info: dict, methods=None, published: pd.DataFrame | None = None) -> Table:
-    long = summary_long(part, methods)
-    paired = _paired(part, BASELINE)
-    gains, pairs = gains_table(part, paired=paired)
-    return Table(info, part, long, summary_table(part, methods, long), gains, pairs,
-                 draws_table(part, paired=paired),
-                 published if published is not None else pd.DataFrame(), method_order(part["method"], methods))
+    runs = _Runs(part)
+    long = summary_long(part, methods, runs)
+    gains, pairs = gains_table(part, runs=runs)
+    return Table(info, part, long, summary_table(part, methods, long), gains, pairs, draws_table(part, runs=runs),
+                 published if published is not None else pd.DataFrame(), method_order(runs.method, methods))

@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..atomic import write_text
 from ..grid import metrics_glob
-from .aggregate import group_names, table, with_shared_baseline
+from .aggregate import names_of, table
 from .csv_writer import write_csv, write_csv_in_child
 from . import plots as figures  # by module: PLOTS is read when the build runs, so an added kind counts
 from .load import expected_grid, load_runs
@@ -31,7 +32,7 @@ from .render.html_page import html_tables
 from .render.readme import results_readme
 from .render.report import report_markdown
 from .render.tables import latex_table, markdown_table
-from .schema import FRONT, GROUP
+from .schema import BASELINE, FRONT, GROUP
 
 # the frame's columns a table needs: identity and status, the split, per-class scores, the costs
 _TABLE_COLUMNS = ("provenance.split_sha256", "path", "pretrain.wall_seconds", "pretrain.gpu_hours")
@@ -95,17 +96,57 @@ def display_names(methods) -> dict[str, str]:
     return {m: name_of(m) or m for m in sorted({m for m in methods if isinstance(m, str)})}
 
 
+def _table_rows(df: pd.DataFrame) -> dict[tuple, tuple[list[int], list[int] | None]]:
+    """aggregate.with_shared_baseline(df).groupby(GROUP, sort=True) as row positions in df, without
+    copying the frame: table -> (positions, index labels), the labels None where with_shared_baseline
+    would return df itself (no shared rows), else its concatenation's."""
+    rows: dict = {}
+    for i, k in enumerate(zip(*(df[c].tolist() for c in GROUP))):
+        rows.setdefault(k, []).append(i)
+    rows = {k: v for k, v in rows.items() if not any(pd.isna(x) for x in k)}  # as groupby drops them
+    method = df["method"].tolist()
+    base = {k[:3]: [i for i in v if method[i] == BASELINE] for k, v in rows.items() if k[3] == "own"}
+    shared = {k: base[k[:3]] for k in rows if k[3] != "own" and base.get(k[:3])}  # first-seen order, as concat
+    out, start = {}, len(df)
+    for k, extra in shared.items():
+        out[k] = (rows[k] + extra, rows[k] + list(range(start, start + len(extra))))
+        start += len(extra)
+    return {k: out.get(k, (rows[k], rows[k] if shared else None)) for k in sorted(rows)}
+
+
+def _filled(values: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether any of the rows holds a value (pd.isna's idea of one); the first few usually decide."""
+    return not pd.isna(values[rows[:16]]).all() or not pd.isna(values[rows]).all()
+
+
+def _parts(df: pd.DataFrame, keep: list[str], tables: dict):
+    """Each table's runs, as with_shared_baseline(df[keep]).groupby(GROUP, sort=True) gives them, less the
+    columns that no run of the table fills (FRONT stays): taken once by row position (copying the frame,
+    grouping it and testing every column of every part cost more than the tables' statistics).
+    ``tables``: _table_rows(df)."""
+    frame = df[keep]
+    values = {c: frame[c].to_numpy() for c in keep}
+    for key, (rows, labels) in tables.items():
+        at = np.asarray(rows)
+        cols = [c for c in keep if c in FRONT or _filled(values[c], at)]
+        part = frame.take(at) if len(cols) == len(keep) else frame.take(at)[cols]
+        if labels is not None:
+            part.index = pd.Index(labels)
+        yield key, (part if key[3] == "own" else part.assign(track=key[3]))
+
+
 def _write_tables(df: pd.DataFrame, out_dir: Path, config, pub: pd.DataFrame, plots: bool, report: bool) -> list[str]:
     """Per (dataset, task, engine, track): tables, gains, draws, plots; then report.md. Returns the table names."""
     methods_pref = list(config["methods"]) if config else None
     shown = display_names(df["method"].dropna().unique()) if "method" in df else {}
     sections = []
-    names = group_names(df)
+    tables = _table_rows(df)
+    names = names_of(tables)
     keep = [c for c in df.columns if c in FRONT or c in _TABLE_COLUMNS
             or (c.startswith("metrics.") and "per_class" in c)]
-    for (d, t, e, tr), part in with_shared_baseline(df[keep]).groupby(GROUP, sort=True):
+    published: dict = {}
+    for (d, t, e, tr), part in _parts(df, keep, tables):
         name = names[(d, t, e, tr)]
-        part = part[[c for c in part.columns if c in FRONT or part[c].notna().any()]]
         metric = part["primary_metric"].dropna()
         unit = part["primary_unit"].dropna() if "primary_unit" in part else pd.Series(dtype=object)
         # the track is named wherever the task is shown, so a budget table never reads as the own one
@@ -113,7 +154,9 @@ def _write_tables(df: pd.DataFrame, out_dir: Path, config, pub: pd.DataFrame, pl
                 "metric": metric.iloc[0] if len(metric) else "primary metric",
                 "unit": unit.iloc[0] if len(unit) else "", "protocol": protocol_text(config, d),
                 "display_names": shown}
-        s = table(part, info, methods_pref, published_for(pub, t, info["metric"]))
+        if (t, info["metric"]) not in published:
+            published[(t, info["metric"])] = published_for(pub, t, info["metric"])
+        s = table(part, info, methods_pref, published[(t, info["metric"])])
         write_csv(s.wide, out_dir / f"leaderboard_{name}.csv")
         write_csv(s.gains, out_dir / f"gains_{name}.csv")
         write_csv(s.draws, out_dir / f"draws_{name}.csv")

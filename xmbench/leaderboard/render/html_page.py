@@ -8,7 +8,7 @@ import pandas as pd
 from ...grid import fraction_label
 from ..schema import BASELINE
 from .notes import GAIN_NOTE, RANK_NOTE, SPREAD_NOTE
-from .tables import cell_parts, fmt, is_nan, p_text, problems, several_draws, shown, table_grid, title
+from .tables import GAIN_SHOWN, cell_parts, fmt, is_nan, p_text, problems, rows, several_draws, shown, table_grid, title
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.2em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -51,14 +51,14 @@ def html_tables(long: pd.DataFrame, gains: pd.DataFrame, pub: pd.DataFrame, part
         out.append("<table id='published' class='pub'><caption>Published (not re-run here; never part of our "
                    "statistics)</caption><tr><th>method</th><th>dataset</th><th>protocol</th><th>metric</th>"
                    "<th>labels</th><th>value</th><th>source</th><th>note</th></tr>")
-        for r in pub.itertuples():
+        for r in rows(pub):
             out.append(f"<tr class='pub'><td>{e(str(r.method))} (published)</td><td>{e(str(r.dataset))}</td>"
                        f"<td>{e(str(r.protocol))}</td><td>{e(str(r.metric))}</td><td>{fraction_label(r.fraction)}</td>"
                        f"<td>{r.value:g}</td><td>{e(str(r.source))}</td><td>{e(str(r.note or ''))}</td></tr>")
         out.append("</table>")
     out.append(f"<table id='gains'><caption>Gain over {e(shown(BASELINE, info))}</caption><tr><th>method</th><th>labels</th>"
                "<th>pairs</th><th>gain</th><th>95% CI</th><th>p (Holm)</th><th>note</th></tr>")
-    for r in gains.itertuples():
+    for r in rows(gains, GAIN_SHOWN):
         ci = "n/a" if is_nan(r.ci95_low) else f"[{fmt(r.ci95_low, signed=True)}, {fmt(r.ci95_high, signed=True)}]"
         out.append(f"<tr><td>{e(shown(r.method, info))}</td><td>{fraction_label(r.fraction)}</td><td>{r.n_pairs}</td>"
                    f"<td>{fmt(r.mean_gain, signed=True)}</td><td>{ci}</td><td>{p_text(r.p_holm)}</td>"
@@ -68,7 +68,7 @@ def html_tables(long: pd.DataFrame, gains: pd.DataFrame, pub: pd.DataFrame, part
     if len(bad):
         out.append("<table id='problems'><caption>Failed and missing runs</caption><tr><th>method</th>"
                    "<th>labels</th><th>draw</th><th>seed</th><th>status</th><th>reason</th></tr>")
-        for r in bad.itertuples():
+        for r in bad:
             out.append(f"<tr class='bad'><td>{e(r.method)}</td><td>{fraction_label(r.fraction)}</td><td>{r.draw}</td>"
                        f"<td>{r.seed}</td>"
                        f"<td>{e(r.status)}</td><td style='text-align:left'>{e(str(r.reason or ''))}</td></tr>")

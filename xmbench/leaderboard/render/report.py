@@ -1,6 +1,7 @@
 """report.md: every table with its files, spread, draws, problems, published numbers, gains and plots."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,19 +14,27 @@ from .tables import (draws_markdown, gains_markdown, markdown_table, problems_ma
 if TYPE_CHECKING:
     from ..aggregate import Table
 
+
+def _any_dirty(col: pd.Series) -> bool:
+    """Whether some run came from a dirty tree; a bool column answers without a loop over every run."""
+    if col.dtype == bool:
+        return bool(col.to_numpy().any())
+    return any(v is not None and v == v and bool(v) for v in col.tolist())
+
+
 def report_markdown(sections: list[Table], df: pd.DataFrame, published: pd.DataFrame, methods=None,
                     plots=(), config: dict | None = None) -> str:
     """``published``: every published number the build loaded (those of no table's task get their own
     section); ``plots``: (kind, caption) pairs in the order to show each table's figures."""
-    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    counts = Counter(df["status"].tolist()) if len(df) else {}
     lines = ["# xmbench results", "",
              f"{len(df)} runs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "failed", "missing")) + ". "
              "Every run is a row of [leaderboard.csv](leaderboard.csv) (identity, status and reason, every metric, "
              "cost, provenance). Published numbers are shown beside ours, labelled, and never enter our statistics.",
              ""]
-    commits = sorted({str(c) for c in df.get("provenance.git_commit", pd.Series(dtype=object)).dropna()})
+    commits = sorted(set(map(str, df.get("provenance.git_commit", pd.Series(dtype=object)).dropna().tolist())))
     if commits:
-        dirty = any(v is not None and v == v and bool(v) for v in df.get("provenance.git_dirty", pd.Series(dtype=object)).tolist())
+        dirty = _any_dirty(df.get("provenance.git_dirty", pd.Series(dtype=object)))
         lines += [f"Code: git {', '.join(c[:12] for c in commits)}" + (" (some runs from a dirty tree)" if dirty else ""),
                   ""]
     lines += ["## Contents", ""]

@@ -3,7 +3,9 @@ the spread, the per-draw rows, the gains, the published numbers, the failed and 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 
 from ... import stats
@@ -15,10 +17,21 @@ def is_nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
+def rows(frame: pd.DataFrame, columns=None, keep=None) -> list[SimpleNamespace]:
+    """The frame's rows (those whose position ``keep`` lists, default all) with an attribute per column,
+    the values itertuples gives: without its namedtuple class per call, which cost more than the
+    rendering of a small table."""
+    columns = list(frame.columns) if columns is None else columns
+    data = [frame[c].tolist() for c in columns]
+    if keep is not None:
+        data = [[col[i] for i in keep] for col in data]
+    return [SimpleNamespace(**dict(zip(columns, values))) for values in zip(*data)]
+
+
 def table_grid(long: pd.DataFrame, methods=None):
-    order = method_order(long["method"], methods)
+    order = method_order(long["method"].tolist(), methods)
     fractions = sorted(long["fraction"].unique())
-    cells = {(r.method, r.fraction): r for r in long.itertuples()}
+    cells = {(r.method, r.fraction): r for r in rows(long)}
     return order, fractions, cells
 
 
@@ -50,7 +63,7 @@ def title(info: dict) -> str:
 
 
 def several_draws(long: pd.DataFrame) -> bool:
-    return "n_draws" in long and bool((long["n_draws"].fillna(0) > 1).any())
+    return "n_draws" in long and any(d is not None and d > 1 for d in long["n_draws"].tolist())
 
 
 def fmt(x, digits=2, signed=False) -> str:
@@ -65,8 +78,13 @@ def p_text(x) -> str:
     return "<0.001" if x < 1e-3 else f"{x:.3f}"
 
 
-def problems(part: pd.DataFrame) -> pd.DataFrame:
-    return part[part["status"] != "ok"][["method", "fraction", "draw", "seed", "status", "reason"]]
+GAIN_SHOWN = ["method", "fraction", "n_pairs", "mean_gain", "ci95_low", "ci95_high", "p_holm", "note"]
+
+
+def problems(part: pd.DataFrame) -> list[SimpleNamespace]:
+    """The failed and missing runs (method, fraction, draw, seed, status, reason), in the part's order."""
+    bad = np.flatnonzero(part["status"].to_numpy() != "ok").tolist()
+    return rows(part, ["method", "fraction", "draw", "seed", "status", "reason"], bad) if bad else []
 
 
 def markdown_table(long: pd.DataFrame, info: dict, methods=None) -> str:
@@ -112,7 +130,7 @@ def draws_markdown(draws: pd.DataFrame) -> str:
         return "_No finished run yet._"
     lines = ["| method | labels | draw | n | mean ± std over seeds | gain over scratch (pairs) | p (paired, uncorrected) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in draws.itertuples():
+    for r in rows(draws):
         val = "–" if r.n == 0 else (f"{r.mean:.2f} ± {r.std:.2f}" if r.n >= 2 else f"{r.mean:.2f}")
         gain = "" if is_nan(r.mean_gain) else f"{fmt(r.mean_gain, signed=True)} ({r.n_pairs})"
         lines.append(f"| {r.method} | {fraction_label(r.fraction)} | {r.draw} | {r.n} | {val} | {gain} | "
@@ -124,7 +142,7 @@ def gains_markdown(gains: pd.DataFrame) -> str:
     if not len(gains):
         return "_No run paired with scratch yet._"
     lines = ["| method | labels | pairs | gain | 95% CI | p (Holm) | note |", "|---|---:|---:|---:|---|---:|---|"]
-    for r in gains.itertuples():
+    for r in rows(gains, GAIN_SHOWN + ["significant_holm"]):
         ci = "n/a" if is_nan(r.ci95_low) else f"[{fmt(r.ci95_low, signed=True)}, {fmt(r.ci95_high, signed=True)}]"
         sig = " *" if r.significant_holm is True else ""
         lines.append(f"| {r.method} | {fraction_label(r.fraction)} | {r.n_pairs} | {fmt(r.mean_gain, signed=True)} "
@@ -137,7 +155,7 @@ def published_markdown(pub: pd.DataFrame) -> str:
         return "_No published figure for this task in config/published_results.csv._"
     lines = ["| method (published) | dataset | protocol | metric | labels | value | source | note |",
              "|---|---|---|---|---:|---:|---|---|"]
-    for r in pub.itertuples():
+    for r in rows(pub):
         lines.append(f"| {r.method} | {r.dataset} | {r.protocol} | {r.metric} | {fraction_label(r.fraction)} "
                      f"| {r.value:g} | {r.source} | {r.note or ''} |")
     return "\n".join(lines)
@@ -148,7 +166,7 @@ def problems_markdown(part: pd.DataFrame) -> str:
     if not len(bad):
         return ""
     lines = ["| method | labels | draw | seed | status | reason |", "|---|---:|---:|---:|---|---|"]
-    for r in bad.itertuples():
+    for r in bad:
         reason = str(r.reason or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {r.method} | {fraction_label(r.fraction)} | {r.draw} | {r.seed} | **{r.status}** | {reason} |")
     return "\n".join(lines)
