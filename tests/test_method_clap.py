@@ -147,6 +147,41 @@ def test_swap_em_gram_match_numpy():
     assert gram_offdiagonal(t(k)).item() == pytest.approx(gram_np, rel=1e-10)
 
 
+def test_prototype_terms_are_the_factor_the_yaml_states_times_the_papers_literal_equations():
+    """Issue 13 item 5: the swap and EM terms keep SwAV's per-row convention; method.yaml must state
+    the factor that separates them from CLAP v1 eqs. 17-18 read literally (double sums over rows and
+    prototypes divided by N_3D * N_K, the two directions added), and the code must have it."""
+    import re
+
+    import yaml
+
+    from xmbench.methods import METHODS_DIR
+
+    spec = yaml.safe_load((METHODS_DIR / "clap" / "method.yaml").read_text())
+    n_k = spec["hparams"]["num_prototypes"]["value"]
+    rng = np.random.default_rng(1)
+    n = 40
+    s_l, s_c = rng.normal(size=(n, n_k)), rng.normal(size=(n, n_k))
+    q_l, q_c = rng.dirichlet(np.ones(n_k), n), rng.dirichlet(np.ones(n_k), n)
+
+    def log_softmax(x):
+        x = x - x.max(1, keepdims=True)
+        return x - np.log(np.exp(x).sum(1, keepdims=True))
+    tau = 0.1
+    literal_swap = -((q_c * log_softmax(s_l / tau)).sum() + (q_l * log_softmax(s_c / tau)).sum()) / (n * n_k)
+    p_l, p_c = np.exp(log_softmax(s_l)), np.exp(log_softmax(s_c))
+    literal_em = -((p_l * np.log(p_l)).sum() + (p_c * np.log(p_c)).sum()) / (n * n_k)
+    t = lambda x: torch.tensor(x)  # noqa: E731
+    swap = swapped_prediction(t(s_l), t(s_c), t(q_l), t(q_c), tau).item()
+    em = entropy_minimisation(t(s_l), t(s_c)).item()
+    [deviation] = [d["what"] for d in spec["deviations"] if d["what"].startswith("Prototype-loss scale")]
+    stated = re.search(r"ours are N_K / 2 = (\d+) times the literal equations", deviation)
+    assert stated, deviation
+    assert int(stated.group(1)) == n_k / 2
+    assert swap / literal_swap == pytest.approx(n_k / 2, rel=1e-9)
+    assert em / literal_em == pytest.approx(n_k / 2, rel=1e-9)
+
+
 # ------------------------------------------------------------------ the methods through the harness
 
 
