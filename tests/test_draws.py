@@ -286,3 +286,56 @@ def test_a_subset_reruns_only_when_its_own_settings_change():
     assert rule_hash(more, "d", 0.1, 1) != rule_hash(more, "d", 0.1, 0)
     assert rule_hash({**one, "seed": 1}, "d", 0.1, 0) != rule_hash(one, "d", 0.1, 0)
     assert rule_hash({**one, "tune": {"fraction": 0.1}}, "d", 0.1, 0) != rule_hash(one, "d", 0.1, 0)
+
+
+# ----------------------------------------------------------------------------- the DAG with two draws
+
+
+def test_the_tests_dag_with_two_draws_gives_the_tables_scipy_computes(tmp_path, test_config):
+    """Snakemake runs the tests' config with two draws at 50 % and two seeds (real subsets, real
+    pretraining and finetuning); the per-draw rows and the pooled gains it writes are what scipy
+    computes from the runs' own numbers in leaderboard.csv."""
+    from repo_copy import copy_repo
+
+    repo = copy_repo(tmp_path / "repo")
+    results = tmp_path / "results"
+    cfg = {**test_config, "results_dir": str(results), "methods": ["scratch", "crosspoint"],
+           "tasks": ["segmentation"], "fractions": [0.5, 1.0], "seeds": [0, 1],
+           "split": {**test_config["split"], "draws": {"default": [0], "50pct": [0, 1]}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--configfile",
+                          str(tmp_path / "config.yaml")], cwd=repo, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    board = pd.read_csv(results / "leaderboard.csv")
+    assert len(board) == 2 * (2 * 2 + 2) and (board["status"] == "ok").all()
+
+    def values(method, fraction, draw):
+        rows = board[(board["method"] == method) & (board["fraction"] == fraction) & (board["draw"] == draw)]
+        return rows.sort_values("seed")["primary_value"].to_numpy(), set(rows["provenance.split_sha256"])
+
+    draws = pd.read_csv(results / "draws_synthetic_nuscenes_segmentation.csv")
+    gains = pd.read_csv(results / "gains_synthetic_nuscenes_segmentation.csv")
+    (s0, sha0), (s1, sha1) = values("scratch", 0.5, 0), values("scratch", 0.5, 1)
+    assert len(sha0) == len(sha1) == 1 and sha0 != sha1          # two labelled subsets, each hashed
+    per_draw = []
+    for draw, base in ((0, s0), (1, s1)):
+        vals, sha = values("crosspoint", 0.5, draw)
+        r = draws[(draws["method"] == "crosspoint") & (draws["fraction"] == 0.5) & (draws["draw"] == draw)].iloc[0]
+        assert r["split_sha256"] == sha.pop() and r["n"] == 2
+        assert r["mean"] == pytest.approx(vals.mean()) and r["std"] == pytest.approx(np.std(vals, ddof=1))
+        d = vals - base
+        per_draw.append(d)
+        assert r["n_pairs"] == 2 and r["mean_gain"] == pytest.approx(d.mean())
+        if np.std(d, ddof=1) > 0:
+            assert r["p_value"] == pytest.approx(st.ttest_rel(vals, base).pvalue)
+    g = gains[(gains["method"] == "crosspoint") & (gains["fraction"] == 0.5)].iloc[0]
+    draw_means = [d.mean() for d in per_draw]
+    assert g["n_pairs"] == 4 and g["n_draws"] == 2
+    assert g["mean_gain"] == pytest.approx(np.mean(draw_means))
+    assert g["std_gain"] == pytest.approx(np.std(np.concatenate(per_draw), ddof=1))
+    if np.std(draw_means, ddof=1) > 0:
+        assert g["p_value"] == pytest.approx(st.ttest_1samp(draw_means, 0).pvalue)
+    full = gains[(gains["method"] == "crosspoint") & (gains["fraction"] == 1.0)].iloc[0]
+    fv, fb = values("crosspoint", 1.0, 0)[0], values("scratch", 1.0, 0)[0]
+    assert full["n_draws"] == 1 and full["mean_gain"] == pytest.approx((fv - fb).mean())
