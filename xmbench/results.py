@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .leaderboard import read as _read
 from .leaderboard.aggregate import (cell_text, draws_table, gains_table, group_names, method_order,  # noqa: F401
-                                    per_class_columns, summary_long, summary_table, with_shared_baseline)
+                                    per_class_columns, summary_long, summary_table, table_rows)
 from .leaderboard.build import build_results, protocol_text  # noqa: F401
 from .leaderboard.load import expected_grid, finetune_benchmarks, load_runs, pretrain_costs  # noqa: F401
 from .leaderboard.read import read_records, records_to_columns  # noqa: F401

@@ -217,11 +217,24 @@ def draws_table(part: pd.DataFrame, baseline: str = BASELINE, paired: list[tuple
     return pd.DataFrame(rows, columns=DRAW_COLUMNS)
 
 
+def table_rows(df: pd.DataFrame) -> dict[tuple, list[int]]:
+    """Each table's (dataset, task, engine, track) -> its runs' row positions in ``df``, the tables in
+    sorted order; a run with a field of the key missing is in no table. The baseline pretrains
+    nothing, so it has no budget-track cells: its own-track rows join every other track's table as
+    they are (paired with each method on fraction, draw, seed and split)."""
+    rows: dict = {}
+    for i, k in enumerate(zip(*(df[c].tolist() for c in GROUP))):
+        rows.setdefault(k, []).append(i)
+    rows = {k: v for k, v in rows.items() if not any(pd.isna(x) for x in k)}
+    method = df["method"].tolist()
+    base = {k[:3]: [i for i in v if method[i] == BASELINE] for k, v in rows.items() if k[3] == "own"}
+    return {k: v if k[3] == "own" else v + base.get(k[:3], []) for k, v in sorted(rows.items())}
+
+
 def group_names(df: pd.DataFrame) -> dict[tuple, str]:
     """(dataset, task, engine, track) -> file stem: grid.table_name (<dataset>_<task>, _budget for the
     budget track), plus _<engine> when a task has several."""
-    keys = dict.fromkeys(zip(*(df[c].tolist() for c in GROUP)))
-    return names_of([k for k in keys if not any(pd.isna(x) for x in k)])
+    return names_of(table_rows(df))
 
 
 def names_of(groups) -> dict[tuple, str]:
@@ -230,16 +243,6 @@ def names_of(groups) -> dict[tuple, str]:
     for d, t, e, _ in groups:
         engines.setdefault((d, t), set()).add(e)
     return {(d, t, e, tr): table_name(d, f"{t}_{e}" if len(engines[(d, t)]) > 1 else t, tr) for d, t, e, tr in groups}
-
-
-def with_shared_baseline(df: pd.DataFrame) -> pd.DataFrame:
-    """The baseline pretrains nothing, so it has no budget-track cells: its own-track rows join every
-    other track's table as they are (paired with each method on fraction, draw, seed and split)."""
-    base = df[(df["method"] == BASELINE) & (df["track"] == "own")]
-    extra = [base[(base["dataset"] == d) & (base["task"] == t) & (base["engine"] == e)].assign(track=tr)
-             for d, t, e, tr in df[GROUP].dropna().drop_duplicates().itertuples(index=False) if tr != "own"]
-    extra = [x for x in extra if len(x)]
-    return pd.concat([df, *extra], ignore_index=True) if extra else df
 
 
 def per_class_columns(part: pd.DataFrame) -> tuple[str, list[str]]:

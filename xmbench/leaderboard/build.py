@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..atomic import write_text
 from ..grid import metrics_glob
-from .aggregate import names_of, table
+from .aggregate import names_of, table, table_rows
 from .csv_writer import write_csv, write_csv_in_child
 from . import plots as figures  # by module: PLOTS is read when the build runs, so an added kind counts
 from .load import expected_grid, load_runs
@@ -32,7 +32,7 @@ from .render.html_page import html_tables
 from .render.readme import results_readme
 from .render.report import report_markdown
 from .render.tables import latex_table, markdown_table
-from .schema import BASELINE, FRONT, GROUP
+from .schema import FRONT
 
 # the frame's columns a table needs: identity and status, the split, per-class scores, the costs
 _TABLE_COLUMNS = ("provenance.split_sha256", "path", "pretrain.wall_seconds", "pretrain.gpu_hours")
@@ -96,42 +96,21 @@ def display_names(methods) -> dict[str, str]:
     return {m: name_of(m) or m for m in sorted({m for m in methods if isinstance(m, str)})}
 
 
-def _table_rows(df: pd.DataFrame) -> dict[tuple, tuple[list[int], list[int] | None]]:
-    """aggregate.with_shared_baseline(df).groupby(GROUP, sort=True) as row positions in df, without
-    copying the frame: table -> (positions, index labels), the labels None where with_shared_baseline
-    would return df itself (no shared rows), else its concatenation's."""
-    rows: dict = {}
-    for i, k in enumerate(zip(*(df[c].tolist() for c in GROUP))):
-        rows.setdefault(k, []).append(i)
-    rows = {k: v for k, v in rows.items() if not any(pd.isna(x) for x in k)}  # as groupby drops them
-    method = df["method"].tolist()
-    base = {k[:3]: [i for i in v if method[i] == BASELINE] for k, v in rows.items() if k[3] == "own"}
-    shared = {k: base[k[:3]] for k in rows if k[3] != "own" and base.get(k[:3])}  # first-seen order, as concat
-    out, start = {}, len(df)
-    for k, extra in shared.items():
-        out[k] = (rows[k] + extra, rows[k] + list(range(start, start + len(extra))))
-        start += len(extra)
-    return {k: out.get(k, (rows[k], rows[k] if shared else None)) for k in sorted(rows)}
-
-
 def _filled(values: np.ndarray, rows: np.ndarray) -> bool:
     """Whether any of the rows holds a value (pd.isna's idea of one); the first few usually decide."""
     return not pd.isna(values[rows[:16]]).all() or not pd.isna(values[rows]).all()
 
 
 def _parts(df: pd.DataFrame, keep: list[str], tables: dict):
-    """Each table's runs, as with_shared_baseline(df[keep]).groupby(GROUP, sort=True) gives them, less the
-    columns that no run of the table fills (FRONT stays): taken once by row position (copying the frame,
-    grouping it and testing every column of every part cost more than the tables' statistics).
-    ``tables``: _table_rows(df)."""
+    """Each table's runs (aggregate.table_rows), less the columns that no run of the table fills
+    (FRONT stays): taken once by row position (copying the frame, grouping it and testing every
+    column of every part cost more than the tables' statistics)."""
     frame = df[keep]
     values = {c: frame[c].to_numpy() for c in keep}
-    for key, (rows, labels) in tables.items():
+    for key, rows in tables.items():
         at = np.asarray(rows)
         cols = [c for c in keep if c in FRONT or _filled(values[c], at)]
         part = frame.take(at) if len(cols) == len(keep) else frame.take(at)[cols]
-        if labels is not None:
-            part.index = pd.Index(labels)
         yield key, (part if key[3] == "own" else part.assign(track=key[3]))
 
 
@@ -140,7 +119,7 @@ def _write_tables(df: pd.DataFrame, out_dir: Path, config, pub: pd.DataFrame, pl
     methods_pref = list(config["methods"]) if config else None
     shown = display_names(df["method"].dropna().unique()) if "method" in df else {}
     sections = []
-    tables = _table_rows(df)
+    tables = table_rows(df)
     names = names_of(tables)
     keep = [c for c in df.columns if c in FRONT or c in _TABLE_COLUMNS
             or (c.startswith("metrics.") and "per_class" in c)]

@@ -29,13 +29,10 @@ def _csv_text(v) -> str:
     return s
 
 
-_NO_QUOTES = frozenset((str, type(None)))
-
-
 def _texts(uniques: list) -> list[str]:
     """Distinct values' fields; strings without a character that needs quotes (checked once over
     all of them, which the 10,000 distinct paths of a leaderboard make worth it) are their own field."""
-    if uniques and _NO_QUOTES.issuperset(map(type, uniques)) and None not in uniques:
+    if uniques and all(type(u) is str for u in uniques):
         joined = "".join(uniques)
         if all(c not in joined for c in _NEEDS_QUOTES):
             return uniques
@@ -51,7 +48,7 @@ def _column_text(col: pd.Series) -> list[str]:
     except TypeError:                             # lists or objects: unhashable
         return [_csv_text(v) for v in col.tolist()]
     uniques = list(uniques)
-    if col.dtype.kind == "O" and not _NO_QUOTES.issuperset(map(type, uniques)):
+    if col.dtype.kind == "O" and not all(type(u) is str for u in uniques):   # factorize leaves None and NaN out
         # 1, 1.0 and True are one distinct value but three different fields
         return [_csv_text(v) for v in col.tolist()]
     texts = np.array(_texts(uniques) + [""], dtype=object)   # code -1 (NaN, None) is the last entry
