@@ -186,7 +186,7 @@ def _series(values: list) -> pd.Series:
     """pd.Series(values)'s dtype and values, a third of its cost at 10,000 rows: the types present
     give the dtype pandas would infer where that is plain (floats, ints, bools, strings, None), and
     numpy fills the array; for anything else numpy fills an object array and infer_objects picks
-    float64/int64/bool exactly as list inference does (tests/test_leaderboard_package.py checks both)."""
+    float64/int64/bool exactly as list inference does (tests/test_leaderboard_flatten.py checks both)."""
     types = frozenset(map(type, values))
     dtype = _DTYPE_OF_TYPES.get(types)
     if dtype is not None:
